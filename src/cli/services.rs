@@ -1,0 +1,24 @@
+//! `tsecho services`: what each service does and where inetd puts it.
+
+use tsecho::service::SERVICES;
+
+pub fn run() {
+    println!(
+        "{:<8} {:<9} {:<6} {:<75} DATAGRAM",
+        "SERVICE", "RFC", "PORT", "STREAM"
+    );
+    for info in &SERVICES {
+        let rfc = info
+            .rfc
+            .map(|n| format!("RFC {n}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8} {:<9} {:<6} {:<75} {}",
+            info.kind.name(),
+            rfc,
+            info.port,
+            info.on_stream,
+            info.on_datagram
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The datagram loop (UDP and Unix datagram): one reply datagram per
+//! request datagram, sent back to its sender.
+//!
+//! Two guards keep a UDP service from being used against third parties: it
+//! never answers a source port that is 0 or belongs to a service that would
+//! answer back (echo, chargen, DNS, NTP...), and it drops a datagram that
+//! carries back, within `LOOP_WINDOW`, the reply it just sent to that same
+//! address, which is what a second echo-like server aimed at us does.
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::unix::net as std_unix;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::Interest;
+use tokio::net::{UdpSocket, UnixDatagram};
+
+use crate::clock::Stamper;
+use crate::server::Shared;
+use crate::service::{self, ServiceKind};
+use crate::stats::Stats;
+
+/// Source ports of services that answer whatever they receive: replying to
+/// them can start a loop or reflect traffic at a victim.
+pub const REFLECTOR_PORTS: [u16; 11] = [7, 9, 13, 17, 19, 37, 53, 123, 161, 1900, 11211];
+/// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
+const MAX_UDP_V4: usize = 65_507;
+const MAX_UDP_V6: usize = 65_527;
+/// Room for any datagram a Unix or UDP peer can send us.
+const RECV_LEN: usize = 65_536;
+/// How long after a reply a datagram carrying it back counts as a loop.
+/// Shorter than any sensible client retry, longer than a bounce off a
+/// distant server.
+const LOOP_WINDOW: Duration = Duration::from_millis(500);
+const LOOP_SLOTS: usize = 1024;
+
+pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared>) {
+    let mut answerer = Answerer::new(service, &shared);
+    let mut buf = vec![0; RECV_LEN];
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            received = sock.recv_from(&mut buf) => received,
+        };
+        // Errors here are ICMP reports about earlier replies; they concern
+        // one peer, never the socket.
+        let Ok((len, peer)) = received else { continue };
+        if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
+            Stats::add(&shared.stats.datagrams_dropped_reflector_port, 1);
+            continue;
+        }
+        let peer_key = answerer.hasher.hash_one(peer);
+        let max = max_udp_payload(peer);
+        if let Some(reply) = answerer.answer(&buf[..len], peer_key, max) {
+            let _ = sock.send_to(reply, peer).await;
+        }
+    }
+}
+
+pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Arc<Shared>) {
+    // std's socket type can send to abstract addresses; tokio's only to paths.
+    let sender = match sock.as_fd().try_clone_to_owned() {
+        Ok(fd) => std_unix::UnixDatagram::from(fd),
+        Err(e) => {
+            tracing::error!("unix datagram socket unusable: {e}");
+            return;
+        }
+    };
+    let mut answerer = Answerer::new(service, &shared);
+    let mut buf = vec![0; RECV_LEN];
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            received = sock.recv_from(&mut buf) => received,
+        };
+        let Ok((len, peer)) = received else { continue };
+        if peer.is_unnamed() {
+            // Nowhere to send a reply to: the client did not bind.
+            continue;
+        }
+        let peer_key = answerer
+            .hasher
+            .hash_one((peer.as_pathname(), peer.as_abstract_name()));
+        let peer: std_unix::SocketAddr = peer.into();
+        if let Some(reply) = answerer.answer(&buf[..len], peer_key, usize::MAX) {
+            let _ = sock
+                .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
+                .await;
+        }
+    }
+}
+
+fn max_udp_payload(peer: SocketAddr) -> usize {
+    match peer {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => MAX_UDP_V6,
+        _ => MAX_UDP_V4,
+    }
+}
+
+/// Turns request datagrams into reply datagrams, per socket task.
+struct Answerer<'a> {
+    service: ServiceKind,
+    stamper: Stamper,
+    out: Vec<u8>,
+    recent: Vec<RecentReply>,
+    hasher: RandomState,
+    stats: &'a Stats,
+}
+
+#[derive(Clone, Copy)]
+struct RecentReply {
+    peer: u64,
+    len: usize,
+    hash: u64,
+    sent: Instant,
+}
+
+impl<'a> Answerer<'a> {
+    fn new(service: ServiceKind, shared: &'a Shared) -> Self {
+        let empty = RecentReply {
+            peer: 0,
+            len: 0,
+            hash: 0,
+            sent: Instant::now(),
+        };
+        Answerer {
+            service,
+            stamper: Stamper::new(shared.style.clone()),
+            out: Vec::with_capacity(RECV_LEN + 64),
+            recent: vec![empty; LOOP_SLOTS],
+            hasher: RandomState::new(),
+            stats: &shared.stats,
+        }
+    }
+
+    /// The reply to send, if any.
+    fn answer(&mut self, request: &[u8], peer: u64, max_len: usize) -> Option<&[u8]> {
+        Stats::add(&self.stats.bytes_in, request.len() as u64);
+        if self.is_our_reply_coming_back(request, peer) {
+            Stats::add(&self.stats.datagrams_dropped_loop, 1);
+            return None;
+        }
+        self.out.clear();
+        if !service::datagram_reply(
+            self.service,
+            request,
+            SystemTime::now(),
+            &mut self.stamper,
+            &mut self.out,
+        ) {
+            return None;
+        }
+        if self.out.len() > max_len {
+            self.out.truncate(max_len);
+            Stats::add(&self.stats.datagram_replies_truncated, 1);
+        }
+        self.remember(peer);
+        Stats::add(&self.stats.datagram_replies, 1);
+        Stats::add(&self.stats.bytes_out, self.out.len() as u64);
+        Some(&self.out)
+    }
+
+    fn slot(peer: u64) -> usize {
+        (peer % LOOP_SLOTS as u64) as usize
+    }
+
+    fn is_our_reply_coming_back(&self, request: &[u8], peer: u64) -> bool {
+        let last = &self.recent[Self::slot(peer)];
+        last.peer == peer
+            && last.len > 0
+            && request.len() >= last.len
+            && last.sent.elapsed() < LOOP_WINDOW
+            && self.hasher.hash_one(&request[request.len() - last.len..]) == last.hash
+    }
+
+    fn remember(&mut self, peer: u64) {
+        let hash = self.hasher.hash_one(&self.out[..]);
+        self.recent[Self::slot(peer)] = RecentReply {
+            peer,
+            len: self.out.len(),
+            hash,
+            sent: Instant::now(),
+        };
+    }
+}

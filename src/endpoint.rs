@@ -1,0 +1,261 @@
+//! Listener and client addresses written as URLs:
+//! `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:///path`, `unixgram:///path`,
+//! `unix://@abstract`, each optionally prefixed by a service (`echo+tcp://:7`).
+//!
+//! An empty host means every interface, so `tcp://:7` reads like inetd.conf.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::Error;
+use crate::service::ServiceKind;
+
+/// How bytes travel: a byte stream or datagrams, over IP or a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    Unix,
+    UnixGram,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Unix,
+        Transport::UnixGram,
+    ];
+
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Unix => "unix",
+            Transport::UnixGram => "unixgram",
+        }
+    }
+
+    pub fn is_datagram(self) -> bool {
+        matches!(self, Transport::Udp | Transport::UnixGram)
+    }
+
+    pub fn is_inet(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Udp)
+    }
+}
+
+/// Where an endpoint lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// `host` is empty for "all interfaces"; IPv6 literals are kept without brackets.
+    Inet {
+        host: String,
+        port: u16,
+    },
+    Path(PathBuf),
+    /// A Linux abstract socket name, written `@name`.
+    Abstract(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub service: ServiceKind,
+    pub transport: Transport,
+    pub address: Address,
+}
+
+impl Endpoint {
+    pub fn new(service: ServiceKind, transport: Transport, address: Address) -> Self {
+        Endpoint {
+            service,
+            transport,
+            address,
+        }
+    }
+
+    /// The port of an IP endpoint.
+    pub fn port(&self) -> Option<u16> {
+        match self.address {
+            Address::Inet { port, .. } => Some(port),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self, Error> {
+        let invalid = |reason: String| Error::Endpoint {
+            input: input.to_string(),
+            reason,
+        };
+        let (scheme, rest) = input
+            .split_once("://")
+            .ok_or_else(|| invalid("expected SCHEME://ADDRESS, e.g. tcp://[::]:21567".into()))?;
+        let (service, transport) = match scheme.split_once('+') {
+            Some((service, transport)) => (service.parse::<ServiceKind>()?, transport),
+            None => (ServiceKind::Stamp, scheme),
+        };
+        let transport = Transport::ALL
+            .into_iter()
+            .find(|t| t.scheme() == transport)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown transport {transport:?} (valid: tcp, udp, unix, unixgram)"
+                ))
+            })?;
+        let address = if transport.is_inet() {
+            parse_inet(rest).map_err(invalid)?
+        } else {
+            parse_unix(rest).map_err(invalid)?
+        };
+        Ok(Endpoint::new(service, transport, address))
+    }
+}
+
+fn parse_inet(rest: &str) -> Result<Address, String> {
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT, e.g. 127.0.0.1:21567 or :21567".to_string())?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("unclosed bracket in host {host:?}"))?,
+        None if host.contains(':') => {
+            return Err(format!(
+                "IPv6 address {host:?} must be in brackets: [{host}]"
+            ));
+        }
+        None => host,
+    };
+    if host.contains(['/', ' ', '[', ']']) {
+        return Err(format!("host {host:?} is not a name or an IP address"));
+    }
+    Ok(Address::Inet {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn parse_unix(rest: &str) -> Result<Address, String> {
+    match rest.strip_prefix('@') {
+        Some("") => Err("abstract socket name after @ is empty".into()),
+        Some(name) => Ok(Address::Abstract(name.to_string())),
+        None if rest.is_empty() => Err("socket path is empty".into()),
+        None if rest.contains('\0') => Err("socket path contains a NUL byte".into()),
+        None => Ok(Address::Path(PathBuf::from(rest))),
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Address::Inet { host, port } => write!(f, "{host}:{port}"),
+            Address::Path(path) => write!(f, "{}", path.display()),
+            Address::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.service != ServiceKind::Stamp {
+            write!(f, "{}+", self.service)?;
+        }
+        write!(f, "{}://{}", self.transport.scheme(), self.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Endpoint {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tcp_with_bracketed_ipv6() {
+        let e = parse("tcp://[::1]:21567");
+        assert_eq!(e.transport, Transport::Tcp);
+        assert_eq!(
+            e.address,
+            Address::Inet {
+                host: "::1".into(),
+                port: 21567
+            }
+        );
+        assert_eq!(e.service, ServiceKind::Stamp);
+    }
+
+    #[test]
+    fn empty_host_means_all_interfaces() {
+        let e = parse("udp://:0");
+        assert_eq!(
+            e.address,
+            Address::Inet {
+                host: String::new(),
+                port: 0
+            }
+        );
+    }
+
+    #[test]
+    fn unix_path_and_abstract_name() {
+        assert_eq!(
+            parse("unix:///run/t.sock").address,
+            Address::Path("/run/t.sock".into())
+        );
+        assert_eq!(
+            parse("unixgram://@tsecho").address,
+            Address::Abstract("tsecho".into())
+        );
+    }
+
+    #[test]
+    fn service_prefix_selects_the_service() {
+        let e = parse("daytime+udp://:13");
+        assert_eq!(e.service, ServiceKind::Daytime);
+        assert_eq!(e.transport, Transport::Udp);
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_a_reason() {
+        for bad in [
+            "tcp//x:1",
+            "sctp://:1",
+            "tcp://host",
+            "tcp://:70000",
+            "tcp://::1:80",
+            "tcp://[::1:80",
+            "unix://",
+            "unix://@",
+            "gopher+tcp://:70",
+        ] {
+            let err = bad.parse::<Endpoint>().unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "tcp://[::1]:21567",
+            "tcp://:21567",
+            "udp://127.0.0.1:0",
+            "unix:///tmp/x.sock",
+            "unixgram://@name",
+            "echo+tcp://:7",
+            "time+unix:///run/time.sock",
+        ] {
+            assert_eq!(parse(s).to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Errors users see, and the sysexits(3) codes they map to.
+//!
+//! A user who mistypes a port or starts a second server should read one
+//! short line that names the thing and the reason, and a script should be
+//! able to tell "bad arguments" from "address in use" by the exit code.
+
+use std::io;
+
+/// Command line usage error.
+pub const EX_USAGE: i32 = 64;
+/// Host name unknown or unreachable.
+pub const EX_NOHOST: i32 = 68;
+/// Service unavailable: address in use, connection refused.
+pub const EX_UNAVAILABLE: i32 = 69;
+/// Internal software error.
+pub const EX_SOFTWARE: i32 = 70;
+/// Input/output error.
+pub const EX_IOERR: i32 = 74;
+/// Temporary failure: timed out, no answer.
+pub const EX_TEMPFAIL: i32 = 75;
+/// Permission denied.
+pub const EX_NOPERM: i32 = 77;
+
+/// Errors the library reports; each knows its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid endpoint {input:?}: {reason}")]
+    Endpoint { input: String, reason: String },
+    #[error("invalid time format {input:?}: {reason}")]
+    TimeFormat { input: String, reason: String },
+    #[error("cannot listen on {endpoint}: {}", describe(.reason))]
+    Listen { endpoint: String, reason: io::Error },
+    #[error("cannot connect to {endpoint}: {}", describe(.reason))]
+    Connect { endpoint: String, reason: io::Error },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Endpoint { .. } | Error::TimeFormat { .. } | Error::Usage(_) => EX_USAGE,
+            Error::Listen { reason, .. } | Error::Connect { reason, .. } => io_exit_code(reason),
+        }
+    }
+}
+
+/// The sysexits code for an I/O error met while binding or connecting.
+pub fn io_exit_code(err: &io::Error) -> i32 {
+    use io::ErrorKind::*;
+    match err.kind() {
+        PermissionDenied => EX_NOPERM,
+        TimedOut => EX_TEMPFAIL,
+        HostUnreachable | NetworkUnreachable => EX_NOHOST,
+        AddrInUse | AddrNotAvailable | ConnectionRefused | NotFound => EX_UNAVAILABLE,
+        InvalidInput => EX_USAGE,
+        _ => match err.raw_os_error() {
+            Some(libc::EAI_NONAME) => EX_NOHOST,
+            _ => EX_IOERR,
+        },
+    }
+}
+
+/// A lower-case reason without the "(os error N)" suffix, as in
+/// `address already in use`.
+pub fn describe(err: &io::Error) -> String {
+    use io::ErrorKind::*;
+    let fixed = match err.kind() {
+        AddrInUse => "address already in use",
+        AddrNotAvailable => "address not available",
+        PermissionDenied => "permission denied",
+        ConnectionRefused => "connection refused",
+        ConnectionReset => "connection reset by peer",
+        HostUnreachable => "no route to host",
+        NetworkUnreachable => "network unreachable",
+        NotFound => "no such file or directory",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_string();
+    }
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_in_use_reads_like_the_documented_message() {
+        let err = io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let e = Error::Listen {
+            endpoint: "tcp://[::]:21567".into(),
+            reason: err,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot listen on tcp://[::]:21567: address already in use"
+        );
+        assert_eq!(e.exit_code(), EX_UNAVAILABLE);
+    }
+
+    #[test]
+    fn permission_denied_maps_to_noperm() {
+        let err = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_exit_code(&err), EX_NOPERM);
+        assert_eq!(describe(&err), "permission denied");
+    }
+}

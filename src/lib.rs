@@ -1,0 +1,22 @@
+//! tsecho: a timestamp echo server (and the classic inetd services) over
+//! TCP, UDP and Unix sockets, with the clients that talk to it.
+//!
+//! Data flows one way: `listener -> stream | datagram -> framing -> service
+//! -> reply`. Start a server in a test with [`Server`].
+
+pub mod client;
+pub mod clock;
+mod datagram;
+pub mod endpoint;
+pub mod error;
+pub mod framing;
+pub mod listener;
+mod server;
+pub mod service;
+pub mod stats;
+mod stream;
+
+pub use endpoint::{Address, Endpoint, Transport};
+pub use error::Error;
+pub use server::{DEFAULT_PORT, Listening, Options, Server, ServerHandle, default_endpoints};
+pub use service::ServiceKind;

@@ -1,0 +1,79 @@
+//! The `tsecho` binary: parse the command line, run, map errors to an exit
+//! code and one line on stderr.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tsecho::error::{EX_SOFTWARE, EX_USAGE, io_exit_code};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tsecho",
+    version,
+    about = "Timestamp echo server and clients, plus the inetd small services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (stamp on TCP and UDP port 21567 by default).
+    Serve(cli::serve::Args),
+    /// Send lines to a server and print its replies.
+    Client(cli::client::Args),
+    /// List the services with their RFCs and ports.
+    Services,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EX_USAGE as u8 } else { 0 });
+        }
+    };
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(args).map(|()| 0),
+        Command::Client(args) => cli::client::run(args),
+        Command::Services => {
+            cli::services::run();
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("tsecho: {e:#}");
+            ExitCode::from(exit_code(&e) as u8)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<tsecho::Error>() {
+        return e.exit_code();
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        return io_exit_code(e);
+    }
+    EX_SOFTWARE
+}
+
+/// Logs go to stderr, so the reply stream on stdout never carries them.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

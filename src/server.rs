@@ -1,0 +1,326 @@
+//! The server: a builder that binds every listener before anything is
+//! served, and a handle that reports what was bound and drains on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::TimeStyle;
+use crate::datagram::{self, REFLECTOR_PORTS};
+use crate::endpoint::{Address, Endpoint, Transport};
+use crate::error::Error;
+use crate::framing::Framing;
+use crate::listener::{self, BoundSocket, LocalAddr};
+use crate::service::ServiceKind;
+use crate::stats::{Snapshot, Stats};
+use crate::stream;
+
+/// Every setting of `tsecho serve` apart from the listeners.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub time: TimeStyle,
+    pub framing: Framing,
+    /// How long shutdown waits for connections to finish their replies.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            time: TimeStyle::default(),
+            framing: Framing::default(),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State every task of one server shares.
+pub(crate) struct Shared {
+    pub options: Options,
+    pub style: Arc<TimeStyle>,
+    pub stats: Stats,
+    /// Graceful stop: no new connections, answer what has arrived, close.
+    pub shutdown: CancellationToken,
+    /// Drain deadline passed: drop whatever is still open.
+    pub abort: CancellationToken,
+    /// Source ports a UDP reply never goes to, our own included.
+    pub reflector_ports: Vec<u16>,
+}
+
+/// Builds a server from listener URLs and options.
+///
+/// ```
+/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+///
+/// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+/// let server = tsecho::Server::builder().listen("tcp://127.0.0.1:0")?.start().await?;
+///
+/// let mut conn = tokio::net::TcpStream::connect(server.tcp_addr().unwrap()).await?;
+/// conn.write_all(b"hello\n").await?;
+/// let mut reply = String::new();
+/// BufReader::new(conn).read_line(&mut reply).await?;
+/// assert!(reply.starts_with('[') && reply.ends_with("] hello\n"));
+///
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Server {
+    endpoints: Vec<Endpoint>,
+    options: Options,
+}
+
+impl Server {
+    pub fn builder() -> Self {
+        Server::default()
+    }
+
+    /// Adds a listener given as a URL such as `udp://[::1]:0`.
+    pub fn listen(mut self, url: &str) -> Result<Self, Error> {
+        self.endpoints.push(url.parse()?);
+        Ok(self)
+    }
+
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Binds every listener (all or nothing), then starts serving.
+    pub async fn start(self) -> Result<ServerHandle, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Usage("no listener given".into()));
+        }
+        let mut bound = Vec::with_capacity(self.endpoints.len());
+        let mut socket_files = Vec::new();
+        for endpoint in &self.endpoints {
+            let b = match listener::bind(endpoint).await {
+                Ok(b) => b,
+                Err(e) => {
+                    remove_files(&socket_files);
+                    return Err(e);
+                }
+            };
+            if let LocalAddr::Path(path) = &b.local {
+                socket_files.push(path.clone());
+            }
+            bound.push(b);
+        }
+
+        let own_udp_ports = bound.iter().filter_map(|b| match (&b.socket, &b.local) {
+            (BoundSocket::Udp(_), LocalAddr::Inet(addr)) => Some(addr.port()),
+            _ => None,
+        });
+        let shared = Arc::new(Shared {
+            style: Arc::new(self.options.time.clone()),
+            options: self.options,
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
+        });
+        let tracker = TaskTracker::new();
+        let mut listeners = Vec::with_capacity(bound.len());
+        for b in bound {
+            tracing::info!("listening on {} ({})", b.endpoint, b.endpoint.service);
+            listeners.push(Listening {
+                endpoint: b.endpoint.clone(),
+                local: b.local.clone(),
+            });
+            let service = b.endpoint.service;
+            let task_shared = shared.clone();
+            match b.socket {
+                BoundSocket::Tcp(l) => {
+                    tracker.spawn(accept_tcp(l, service, task_shared, tracker.clone()))
+                }
+                BoundSocket::Unix(l) => {
+                    tracker.spawn(accept_unix(l, service, task_shared, tracker.clone()))
+                }
+                BoundSocket::Udp(s) => tracker.spawn(datagram::serve_udp(s, service, task_shared)),
+                BoundSocket::UnixGram(s) => {
+                    tracker.spawn(datagram::serve_unixgram(s, service, task_shared))
+                }
+            };
+        }
+        Ok(ServerHandle {
+            listeners,
+            shared,
+            tracker,
+            socket_files,
+        })
+    }
+}
+
+/// A listener the server is serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// As bound, with the real port: `tcp://127.0.0.1:40123`.
+    pub endpoint: Endpoint,
+    pub local: LocalAddr,
+}
+
+/// A running server. Dropping it stops the server at once; `shutdown()`
+/// stops it gracefully.
+pub struct ServerHandle {
+    listeners: Vec<Listening>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    socket_files: Vec<PathBuf>,
+}
+
+impl ServerHandle {
+    pub fn listeners(&self) -> &[Listening] {
+        &self.listeners
+    }
+
+    /// The address of the first listener on `transport` with an IP address.
+    pub fn addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.listeners.iter().find_map(|l| match l.local {
+            LocalAddr::Inet(addr) if l.endpoint.transport == transport => Some(addr),
+            _ => None,
+        })
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.addr(Transport::Tcp)
+    }
+
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.addr(Transport::Udp)
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops accepting, lets every connection answer what it has received
+    /// and close, and waits for that up to the drain timeout; connections
+    /// still open then are dropped.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        self.tracker.close();
+        let drain = self.shared.options.drain_timeout;
+        if tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout of {drain:?} reached; closing the remaining connections");
+            self.shared.abort.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.shared.abort.cancel();
+        remove_files(&self.socket_files);
+    }
+}
+
+fn remove_files(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Errors from `accept` that concern one connection that already failed;
+/// the next accept can go ahead at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
+/// Resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM): connections wait
+/// in the kernel's queue while we pause, instead of the loop spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+async fn accept_backoff(e: io::Error, shared: &Shared) {
+    if is_connection_error(&e) {
+        return;
+    }
+    tracing::warn!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+    tokio::select! {
+        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+        _ = shared.shutdown.cancelled() => {}
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    service: ServiceKind,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((sock, _peer)) => {
+                // Replies are whole messages already; Nagle would only delay them.
+                let _ = sock.set_nodelay(true);
+                tracker.spawn(stream::serve(sock, service, shared.clone()));
+            }
+            Err(e) => accept_backoff(e, &shared).await,
+        }
+    }
+}
+
+async fn accept_unix(
+    listener: UnixListener,
+    service: ServiceKind,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((sock, _peer)) => {
+                tracker.spawn(stream::serve(sock, service, shared.clone()));
+            }
+            Err(e) => accept_backoff(e, &shared).await,
+        }
+    }
+}
+
+/// The endpoints `tsecho serve` uses when given none: stamp on TCP and UDP
+/// port 21567, every interface.
+pub fn default_endpoints() -> Vec<Endpoint> {
+    [Transport::Tcp, Transport::Udp]
+        .into_iter()
+        .map(|transport| {
+            Endpoint::new(
+                ServiceKind::Stamp,
+                transport,
+                Address::Inet {
+                    host: String::new(),
+                    port: DEFAULT_PORT,
+                },
+            )
+        })
+        .collect()
+}
+
+pub const DEFAULT_PORT: u16 = 21567;
