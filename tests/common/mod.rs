@@ -1,0 +1,136 @@
+//! Helpers shared by the end-to-end tests: starting servers (in process or
+//! as the real binary), checking stamps, and finding outside tools.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use tsecho::{Options, Server, ServerHandle};
+
+/// True when an outside tool is on PATH. When it is missing the test skips
+/// with a printed reason, unless CI demands it with TSECHO_REQUIRE_INTEROP=1.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("TSECHO_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("{tool} is required (TSECHO_REQUIRE_INTEROP=1) but not installed");
+        }
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    found
+}
+
+pub fn tsecho_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tsecho")
+}
+
+pub async fn start(urls: &[&str]) -> ServerHandle {
+    start_with(urls, Options::default()).await
+}
+
+pub async fn start_with(urls: &[&str], options: Options) -> ServerHandle {
+    let mut server = Server::builder().options(options);
+    for url in urls {
+        server = server.listen(url).unwrap();
+    }
+    server.start().await.unwrap()
+}
+
+/// A unique path for a Unix socket in the temp directory.
+pub fn socket_path(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "tsecho-test-{}-{}-{name}.sock",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Splits `[time] message` and checks the time is ctime-shaped.
+pub fn split_ctime_stamp(reply: &[u8]) -> (String, &[u8]) {
+    assert_eq!(reply.first(), Some(&b'['), "reply {reply:?} has no stamp");
+    let close = reply
+        .windows(2)
+        .position(|w| w == b"] ")
+        .unwrap_or_else(|| panic!("reply {:?} has no '] '", String::from_utf8_lossy(reply)));
+    let time = std::str::from_utf8(&reply[1..close]).unwrap().to_string();
+    chrono::NaiveDateTime::parse_from_str(&time, "%a %b %e %H:%M:%S %Y")
+        .unwrap_or_else(|e| panic!("{time:?} is not ctime: {e}"));
+    assert_eq!(time.len(), 24, "{time:?}");
+    (time, &reply[close + 2..])
+}
+
+/// The real binary running `serve`, killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub listening: Vec<String>,
+    pub stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl ServeProcess {
+    /// Starts `tsecho serve ARGS` and waits for `expected` "listening on" lines.
+    pub fn start(args: &[&str], expected: usize) -> ServeProcess {
+        let mut child = Command::new(tsecho_bin())
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut listening = Vec::new();
+        while listening.len() < expected {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("server exited before listening: {listening:?}");
+            }
+            if let Some(at) = line.find("listening on ") {
+                listening.push(line[at + 13..].trim().to_string());
+            }
+        }
+        ServeProcess {
+            child,
+            listening,
+            stderr,
+        }
+    }
+
+    /// The address of the n-th listener, from its log line.
+    pub fn addr(&self, n: usize) -> SocketAddr {
+        let line = &self.listening[n];
+        let url = line.split_whitespace().next().unwrap();
+        let (_, addr) = url.split_once("://").unwrap();
+        addr.parse().unwrap()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn rest_of_stderr(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut rest);
+        rest
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
