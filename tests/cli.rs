@@ -2,6 +2,8 @@
 //! and outside clients nobody here wrote (python's socket module written
 //! the way the seed's clients are, nc, socat).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -44,8 +46,15 @@ fn piped_client_prints_one_stamped_line_per_input_line() {
     let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
     let url = format!("tcp://{}", server.addr(0));
     let out = run_with_input(tsecho_bin(), &["client", &url], b"a\nb\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stamped_lines(&out.stdout), [b"a\n".to_vec(), b"b\n".to_vec()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stamped_lines(&out.stdout),
+        [b"a\n".to_vec(), b"b\n".to_vec()]
+    );
 }
 
 #[test]
@@ -70,7 +79,11 @@ fn piped_client_over_udp_unix_and_unixgram() {
     ];
     for url in &urls {
         let out = run_with_input(tsecho_bin(), &["client", url], b"one\ntwo\n");
-        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines = stamped_lines(&out.stdout);
         assert_eq!(lines, [b"one\n".to_vec(), b"two\n".to_vec()], "{url}");
     }
@@ -90,7 +103,10 @@ fn datagram_line_never_answered_is_reported_and_fails() {
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no reply from") && stderr.contains("\"lost\""), "{stderr}");
+    assert!(
+        stderr.contains("no reply from") && stderr.contains("\"lost\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -98,7 +114,11 @@ fn client_connection_refused_names_address_and_reason() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let out = run_with_input(tsecho_bin(), &["client", &format!("tcp://127.0.0.1:{port}")], b"");
+    let out = run_with_input(
+        tsecho_bin(),
+        &["client", &format!("tcp://127.0.0.1:{port}")],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(69));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -141,7 +161,10 @@ fn default_serve_listens_on_tcp_and_udp_21567_all_interfaces() {
         return;
     }
     let server = ServeProcess::start(&[], 2);
-    assert_eq!(server.listening, ["tcp://[::]:21567 (stamp)", "udp://[::]:21567 (stamp)"]);
+    assert_eq!(
+        server.listening,
+        ["tcp://[::]:21567 (stamp)", "udp://[::]:21567 (stamp)"]
+    );
     let out = run_with_input(tsecho_bin(), &["client"], b"default\n");
     assert_eq!(stamped_lines(&out.stdout), [b"default\n".to_vec()]);
 }
@@ -151,7 +174,15 @@ fn python_clients_written_like_the_seed() {
     if !have_tool("python3") {
         return;
     }
-    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0", "--listen", "udp://127.0.0.1:0"], 2);
+    let server = ServeProcess::start(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            "udp://127.0.0.1:0",
+        ],
+        2,
+    );
     let script = r#"
 import sys
 from socket import *
@@ -179,9 +210,20 @@ udpCliSock.close()
         .args(["-c", script, &tcp, &udp])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = stamped_lines(&out.stdout);
-    assert_eq!(lines, [b"hello\n".to_vec(), b"world\n".to_vec(), b"datagram\n".to_vec()]);
+    assert_eq!(
+        lines,
+        [
+            b"hello\n".to_vec(),
+            b"world\n".to_vec(),
+            b"datagram\n".to_vec()
+        ]
+    );
 }
 
 #[test]
@@ -189,14 +231,25 @@ fn nc_over_tcp_and_udp() {
     if !have_tool("nc") {
         return;
     }
-    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0", "--listen", "udp://127.0.0.1:0"], 2);
+    let server = ServeProcess::start(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            "udp://127.0.0.1:0",
+        ],
+        2,
+    );
     let tcp = server.addr(0);
     let out = run_with_input(
         "nc",
         &["-N", "127.0.0.1", &tcp.port().to_string()],
         b"via nc\r\nsecond\n",
     );
-    assert_eq!(stamped_lines(&out.stdout), [b"via nc\r\n".to_vec(), b"second\n".to_vec()]);
+    assert_eq!(
+        stamped_lines(&out.stdout),
+        [b"via nc\r\n".to_vec(), b"second\n".to_vec()]
+    );
 
     let udp = server.addr(1);
     // nc -u has no end of conversation: -w bounds it once the reply is in.
@@ -227,10 +280,19 @@ fn socat_over_unix_stream_and_datagram() {
     );
     let out = run_with_input(
         "socat",
-        &["-t", "5", "-", &format!("UNIX-CONNECT:{}", stream_path.display())],
+        &[
+            "-t",
+            "5",
+            "-",
+            &format!("UNIX-CONNECT:{}", stream_path.display()),
+        ],
         b"via socat\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stamped_lines(&out.stdout), [b"via socat\n".to_vec()]);
 
     let out = run_with_input(
@@ -289,10 +351,14 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reply = stdout.lines().find(|l| l.contains("] typed line")).unwrap();
     let at = reply.find('[').unwrap();
-    split_ctime_stamp(reply[at..].as_bytes());
+    split_ctime_stamp(&reply.as_bytes()[at..]);
 }
 
 /// Pass: every line a client had written before SIGTERM is answered, in
@@ -300,7 +366,10 @@ sys.exit(os.waitstatus_to_exitcode(status))
 /// timeout.
 #[test]
 fn sigterm_during_load_loses_no_complete_line() {
-    let mut server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "5s"], 1);
+    let mut server = ServeProcess::start(
+        &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "5s"],
+        1,
+    );
     let addr = server.addr(0);
     let written: Vec<Arc<AtomicU64>> = (0..20).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let clients: Vec<_> = written
@@ -362,7 +431,10 @@ fn sigterm_during_load_loses_no_complete_line() {
             sent_before[c]
         );
         for (i, reply) in replies.iter().enumerate() {
-            assert_eq!(split_ctime_stamp(reply).1, format!("c{c} n{i}\n").as_bytes());
+            assert_eq!(
+                split_ctime_stamp(reply).1,
+                format!("c{c} n{i}\n").as_bytes()
+            );
         }
     }
     eprintln!(
@@ -377,8 +449,10 @@ fn sigterm_during_load_loses_no_complete_line() {
 fn services_lists_every_service_with_its_rfc() {
     let out = Command::new(tsecho_bin()).arg("services").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["stamp", "echo", "RFC 862", "discard", "RFC 863", "chargen", "RFC 864", "daytime", "RFC 867", "time", "RFC 868"] {
+    for needle in [
+        "stamp", "echo", "RFC 862", "discard", "RFC 863", "chargen", "RFC 864", "daytime",
+        "RFC 867", "time", "RFC 868",
+    ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
-

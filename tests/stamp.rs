@@ -1,6 +1,8 @@
 //! The stamp service end to end over real loopback sockets, driven by
 //! tokio clients in the test process.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
@@ -56,7 +58,9 @@ async fn over_long_line_is_answered_in_stamped_pieces() {
         ..Options::default()
     };
     let server = start_with(&["tcp://127.0.0.1:0"], options).await;
-    let mut conn = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+    let mut conn = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
     conn.write_all(b"abcdefghij\n").await.unwrap();
     conn.shutdown().await.unwrap();
     let mut all = Vec::new();
@@ -73,7 +77,9 @@ async fn raw_framing_answers_each_read_like_the_seed() {
         ..Options::default()
     };
     let server = start_with(&["tcp://127.0.0.1:0"], options).await;
-    let mut conn = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+    let mut conn = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
     conn.write_all(b"no newline").await.unwrap();
     let mut buf = vec![0; 1024];
     let n = conn.read(&mut buf).await.unwrap();
@@ -83,7 +89,9 @@ async fn raw_framing_answers_each_read_like_the_seed() {
 #[tokio::test]
 async fn half_closed_client_still_gets_every_reply() {
     let server = start(&["tcp://127.0.0.1:0"]).await;
-    let input: Vec<u8> = (0..2000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    let input: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
     let replies = exchange_tcp(server.tcp_addr().unwrap(), &input).await;
     assert_eq!(replies.len(), 2000);
     for (i, reply) in replies.iter().enumerate() {
@@ -96,7 +104,11 @@ async fn udp_answers_every_datagram_including_empty_ones() {
     for url in ["udp://127.0.0.1:0", "udp://[::1]:0"] {
         let server = start(&[url]).await;
         let addr = server.udp_addr().unwrap();
-        let local = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        let local = if addr.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        };
         let sock = UdpSocket::bind(local).await.unwrap();
         sock.connect(addr).await.unwrap();
         let mut buf = vec![0; 65536];
@@ -203,7 +215,10 @@ async fn two_hundred_clients_each_get_five_hundred_replies_in_order() {
                 let (reader, mut writer) = conn.into_split();
                 let send = tokio::spawn(async move {
                     for i in 0..500 {
-                        writer.write_all(format!("client {c} line {i}\n").as_bytes()).await.unwrap();
+                        writer
+                            .write_all(format!("client {c} line {i}\n").as_bytes())
+                            .await
+                            .unwrap();
                     }
                     writer.shutdown().await.unwrap();
                 });
@@ -211,7 +226,10 @@ async fn two_hundred_clients_each_get_five_hundred_replies_in_order() {
                 send.await.unwrap();
                 assert_eq!(replies.len(), 500, "client {c}");
                 for (i, reply) in replies.iter().enumerate() {
-                    assert_eq!(split_ctime_stamp(reply).1, format!("client {c} line {i}\n").as_bytes());
+                    assert_eq!(
+                        split_ctime_stamp(reply).1,
+                        format!("client {c} line {i}\n").as_bytes()
+                    );
                 }
             })
         })
@@ -247,13 +265,19 @@ async fn other_formats_and_utc() {
 #[tokio::test]
 async fn shutdown_answers_complete_lines_and_then_closes() {
     let server = start(&["tcp://127.0.0.1:0"]).await;
-    let mut conn = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+    let mut conn = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
     // Wait for the server to have answered once, so the connection is served.
     conn.write_all(b"first\n").await.unwrap();
     let mut reader = BufReader::new(conn);
     let mut reply = Vec::new();
     reader.read_until(b'\n', &mut reply).await.unwrap();
-    reader.get_mut().write_all(b"second\nthird\npartial").await.unwrap();
+    reader
+        .get_mut()
+        .write_all(b"second\nthird\npartial")
+        .await
+        .unwrap();
     server.shutdown().await;
     let rest = replies_until_eof(reader).await;
     let messages: Vec<&[u8]> = rest.iter().map(|r| split_ctime_stamp(r).1).collect();
@@ -268,5 +292,8 @@ async fn bound_addresses_are_reported_per_transport() {
     assert_ne!(tcp.port(), 0);
     assert_ne!(udp.port(), 0);
     assert_eq!(server.listeners().len(), 2);
-    assert_eq!(server.listeners()[0].endpoint.to_string(), format!("tcp://{tcp}"));
+    assert_eq!(
+        server.listeners()[0].endpoint.to_string(),
+        format!("tcp://{tcp}")
+    );
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests: starting servers (in process or
 //! as the real binary), checking stamps, and finding outside tools.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
