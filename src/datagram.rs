@@ -5,10 +5,12 @@
 //! never answers a source port that is 0 or belongs to a service that would
 //! answer back (echo, chargen, DNS, NTP...), and it drops a datagram that
 //! carries back, within `LOOP_WINDOW`, the reply it just sent to that same
-//! address, which is what a second echo-like server aimed at us does.
+//! address, which is what a second echo-like server aimed at us does. On
+//! top, replies to UDP sources outside the exempt list are rate limited and
+//! byte budgeted (`rate_limit.rs`).
 
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::net as std_unix;
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use crate::clock::Stamper;
+use crate::limits::Limits;
+use crate::rate_limit::{ResponseLimiter, Verdict};
 use crate::server::Shared;
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
@@ -54,7 +58,7 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
         }
         let peer_key = answerer.hasher.hash_one(peer);
         let max = max_udp_payload(peer);
-        if let Some(reply) = answerer.answer(&buf[..len], peer_key, max) {
+        if let Some(reply) = answerer.answer(&buf[..len], peer_key, max, Some(peer.ip())) {
             let _ = sock.send_to(reply, peer).await;
         }
     }
@@ -86,7 +90,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Ar
             .hasher
             .hash_one((peer.as_pathname(), peer.as_abstract_name()));
         let peer: std_unix::SocketAddr = peer.into();
-        if let Some(reply) = answerer.answer(&buf[..len], peer_key, usize::MAX) {
+        if let Some(reply) = answerer.answer(&buf[..len], peer_key, usize::MAX, None) {
             let _ = sock
                 .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
                 .await;
@@ -109,6 +113,8 @@ struct Answerer<'a> {
     recent: Vec<RecentReply>,
     hasher: RandomState,
     stats: &'a Stats,
+    limits: &'a Limits,
+    limiter: ResponseLimiter,
 }
 
 #[derive(Clone, Copy)]
@@ -134,11 +140,20 @@ impl<'a> Answerer<'a> {
             recent: vec![empty; LOOP_SLOTS],
             hasher: RandomState::new(),
             stats: &shared.stats,
+            limits: &shared.options.limits,
+            limiter: ResponseLimiter::new(&shared.options.limits.udp),
         }
     }
 
-    /// The reply to send, if any.
-    fn answer(&mut self, request: &[u8], peer: u64, max_len: usize) -> Option<&[u8]> {
+    /// The reply to send, if any. `source` is the IP address replies are
+    /// limited under; Unix peers are local and not limited.
+    fn answer(
+        &mut self,
+        request: &[u8],
+        peer: u64,
+        max_len: usize,
+        source: Option<IpAddr>,
+    ) -> Option<&[u8]> {
         Stats::add(&self.stats.bytes_in, request.len() as u64);
         if self.is_our_reply_coming_back(request, peer) {
             Stats::add(&self.stats.datagrams_dropped_loop, 1);
@@ -157,6 +172,24 @@ impl<'a> Answerer<'a> {
         if self.out.len() > max_len {
             self.out.truncate(max_len);
             Stats::add(&self.stats.datagram_replies_truncated, 1);
+        }
+        if let Some(ip) = source.filter(|ip| !self.limits.is_exempt(*ip)) {
+            let verdict = self
+                .limiter
+                .check(ip, request.len(), self.out.len(), Instant::now());
+            let dropped = match verdict {
+                Verdict::Answer => None,
+                Verdict::Slip => {
+                    Stats::add(&self.stats.datagrams_slipped, 1);
+                    None
+                }
+                Verdict::DropRate => Some(&self.stats.datagrams_dropped_rate_limit),
+                Verdict::DropBytes => Some(&self.stats.datagrams_dropped_byte_budget),
+            };
+            if let Some(counter) = dropped {
+                Stats::add(counter, 1);
+                return None;
+            }
         }
         self.remember(peer);
         Stats::add(&self.stats.datagram_replies, 1);

@@ -1,13 +1,14 @@
 //! The server: a builder that binds every listener before anything is
 //! served, and a handle that reports what was bound and drains on shutdown.
 
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,10 +17,11 @@ use crate::datagram::{self, REFLECTOR_PORTS};
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::framing::Framing;
+use crate::limits::{ConnectionGate, Limits, Refusal};
 use crate::listener::{self, BoundSocket, LocalAddr};
 use crate::service::ServiceKind;
 use crate::stats::{Snapshot, Stats};
-use crate::stream;
+use crate::stream::{self, StreamSocket};
 
 /// Every setting of `tsecho serve` apart from the listeners.
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub struct Options {
     pub framing: Framing,
     /// How long shutdown waits for connections to finish their replies.
     pub drain_timeout: Duration,
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             time: TimeStyle::default(),
             framing: Framing::default(),
             drain_timeout: Duration::from_secs(5),
+            limits: Limits::default(),
         }
     }
 }
@@ -51,6 +55,7 @@ pub(crate) struct Shared {
     pub abort: CancellationToken,
     /// Source ports a UDP reply never goes to, our own included.
     pub reflector_ports: Vec<u16>,
+    pub gate: Arc<ConnectionGate>,
 }
 
 /// Builds a server from listener URLs and options.
@@ -129,6 +134,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
+            gate: Arc::new(ConnectionGate::default()),
         });
         let tracker = TaskTracker::new();
         let mut listeners = Vec::with_capacity(bound.len());
@@ -142,10 +148,10 @@ impl Server {
             let task_shared = shared.clone();
             match b.socket {
                 BoundSocket::Tcp(l) => {
-                    tracker.spawn(accept_tcp(l, service, task_shared, tracker.clone()))
+                    tracker.spawn(accept_loop(l, service, task_shared, tracker.clone()))
                 }
                 BoundSocket::Unix(l) => {
-                    tracker.spawn(accept_unix(l, service, task_shared, tracker.clone()))
+                    tracker.spawn(accept_loop(l, service, task_shared, tracker.clone()))
                 }
                 BoundSocket::Udp(s) => tracker.spawn(datagram::serve_udp(s, service, task_shared)),
                 BoundSocket::UnixGram(s) => {
@@ -246,61 +252,77 @@ fn is_connection_error(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
 }
 
-/// Resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM): connections wait
-/// in the kernel's queue while we pause, instead of the loop spinning.
+/// After resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM) connections
+/// wait in the kernel's queue while we pause, instead of the loop spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one log line per this interval about failing accepts.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-async fn accept_backoff(e: io::Error, shared: &Shared) {
-    if is_connection_error(&e) {
-        return;
-    }
-    tracing::warn!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
-    tokio::select! {
-        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-        _ = shared.shutdown.cancelled() => {}
+/// A listening stream socket: TCP or Unix.
+trait Accept: Send + 'static {
+    type Stream: StreamSocket;
+    /// The next connection and, for IP, the client's address.
+    fn accept_one(&self)
+    -> impl Future<Output = io::Result<(Self::Stream, Option<IpAddr>)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+    async fn accept_one(&self) -> io::Result<(TcpStream, Option<IpAddr>)> {
+        let (sock, peer) = self.accept().await?;
+        // Replies are whole messages already; Nagle would only delay them.
+        sock.set_nodelay(true)?;
+        Ok((sock, Some(peer.ip())))
     }
 }
 
-async fn accept_tcp(
-    listener: TcpListener,
+impl Accept for UnixListener {
+    type Stream = UnixStream;
+    async fn accept_one(&self) -> io::Result<(UnixStream, Option<IpAddr>)> {
+        Ok((self.accept().await?.0, None))
+    }
+}
+
+async fn accept_loop<L: Accept>(
+    listener: L,
     service: ServiceKind,
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
+    let stats = &shared.stats;
+    let mut last_logged: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept_one() => accepted,
         };
-        match accepted {
-            Ok((sock, _peer)) => {
-                // Replies are whole messages already; Nagle would only delay them.
-                let _ = sock.set_nodelay(true);
-                tracker.spawn(stream::serve(sock, service, shared.clone()));
+        let (sock, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                Stats::add(&stats.accept_errors, 1);
+                if is_connection_error(&e) {
+                    continue;
+                }
+                if last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                    tracing::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    last_logged = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    _ = shared.shutdown.cancelled() => return,
+                }
+                continue;
             }
-            Err(e) => accept_backoff(e, &shared).await,
-        }
-    }
-}
-
-async fn accept_unix(
-    listener: UnixListener,
-    service: ServiceKind,
-    shared: Arc<Shared>,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((sock, _peer)) => {
-                tracker.spawn(stream::serve(sock, service, shared.clone()));
+        match shared.gate.admit(peer, &shared.options.limits) {
+            Ok(admission) => {
+                tracker.spawn(stream::serve(sock, service, shared.clone(), admission));
             }
-            Err(e) => accept_backoff(e, &shared).await,
+            // Closing at once tells the client now, instead of leaving it
+            // in the backlog until it times out.
+            Err(Refusal::MaxConnections) => Stats::add(&stats.connections_rejected_max, 1),
+            Err(Refusal::PerIp) => Stats::add(&stats.connections_rejected_per_ip, 1),
         }
     }
 }

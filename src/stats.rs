@@ -39,6 +39,24 @@ counters! {
     datagrams_dropped_reflector_port,
     /// Datagrams not answered because they carried our own last reply back (a loop).
     datagrams_dropped_loop,
+    /// Connections closed at once because --max-connections were open.
+    connections_rejected_max,
+    /// Connections closed at once because their address had --max-connections-per-ip open.
+    connections_rejected_per_ip,
+    /// Connections closed after --idle-timeout without input.
+    closed_idle_timeout,
+    /// Connections closed because a line took longer than --line-timeout.
+    closed_line_timeout,
+    /// Connections closed because the client read nothing for --write-timeout.
+    closed_write_timeout,
+    /// Failed accepts (resource exhaustion and per-connection errors).
+    accept_errors,
+    /// Datagrams not answered: their source was over its reply rate.
+    datagrams_dropped_rate_limit,
+    /// Datagrams not answered: the reply would exceed the source's byte budget.
+    datagrams_dropped_byte_budget,
+    /// Datagrams over the rate answered anyway (every Nth, --udp-slip).
+    datagrams_slipped,
     /// Bytes read from clients.
     bytes_in,
     /// Bytes written to clients.

@@ -6,14 +6,14 @@
 //! `pending`. All replies for one read leave in one write. While a write is
 //! waiting for the client to read, nothing more is read from it: a client
 //! that never reads stalls only itself, and its memory stays bounded by
-//! `OUT_BUDGET` plus one read.
+//! the output budget plus one read.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockRef;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -21,14 +21,15 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::clock::Stamper;
 use crate::framing::{Framing, Lines};
+use crate::limits::{Admission, Limits};
 use crate::server::Shared;
 use crate::service::{ServiceKind, chargen, daytime, stamp, time};
 use crate::stats::Stats;
 
-/// Replies held back before they are written, however many lines arrived.
-const OUT_BUDGET: usize = 32 * 1024;
-/// The largest single read.
-const SCRATCH_LEN: usize = 64 * 1024;
+/// The largest single read. Small enough that what one read leaves
+/// unanswered (when its replies overflow the output budget) stays small
+/// on a connection whose client does not read.
+const SCRATCH_LEN: usize = 16 * 1024;
 /// Buffers grown past this are released once emptied, so a burst does not
 /// pin memory on a connection that then goes idle.
 const KEEP_CAPACITY: usize = 16 * 1024;
@@ -41,7 +42,7 @@ thread_local! {
 }
 
 /// A connected stream socket: TCP or Unix.
-pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + 'static {
+pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
@@ -70,38 +71,32 @@ stream_socket!(TcpStream);
 stream_socket!(UnixStream);
 
 /// Serves one connection to the end; errors only end this connection.
-pub async fn serve<S: StreamSocket>(mut sock: S, service: ServiceKind, shared: Arc<Shared>) {
+pub async fn serve<S: StreamSocket>(
+    mut sock: S,
+    service: ServiceKind,
+    shared: Arc<Shared>,
+    admission: Admission,
+) {
     Stats::add(&shared.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
     let stamper = Stamper::new(shared.style.clone());
-    let result = match service {
-        ServiceKind::Stamp => {
-            let responder = match shared.options.framing {
-                Framing::Lines { max_line } => Responder::Lines { max_line },
-                Framing::Raw { chunk } => Responder::Raw { chunk },
-            };
-            serve_requests(&mut sock, Exchange::new(responder, stamper), &shared).await
-        }
-        ServiceKind::Echo => {
-            serve_requests(&mut sock, Exchange::new(Responder::Echo, stamper), &shared).await
-        }
-        ServiceKind::Discard => {
-            serve_requests(
-                &mut sock,
-                Exchange::new(Responder::Discard, stamper),
-                &shared,
-            )
-            .await
-        }
-        ServiceKind::Chargen => serve_chargen(&mut sock, &shared).await,
-        ServiceKind::Daytime | ServiceKind::Time => {
-            serve_one_reply(&mut sock, service, stamper, &shared).await
-        }
+    let responder = match (service, shared.options.framing) {
+        (ServiceKind::Stamp, Framing::Lines { max_line }) => Some(Responder::Lines { max_line }),
+        (ServiceKind::Stamp, Framing::Raw { chunk }) => Some(Responder::Raw { chunk }),
+        (ServiceKind::Echo, _) => Some(Responder::Echo),
+        (ServiceKind::Discard, _) => Some(Responder::Discard),
+        _ => None,
+    };
+    let result = match (responder, service) {
+        (Some(responder), _) => serve_requests(&mut sock, responder, stamper, &shared).await,
+        (None, ServiceKind::Chargen) => serve_chargen(&mut sock, &shared).await,
+        (None, _) => serve_one_reply(&mut sock, service, stamper, &shared).await,
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
     Stats::sub(&shared.stats.connections_open, 1);
+    drop(admission);
 }
 
 /// How a request-driven service turns input into replies.
@@ -121,19 +116,34 @@ struct Exchange {
     /// not fit in the output budget.
     pending: Vec<u8>,
     out: Vec<u8>,
+    /// Replies stop being added once `out` holds this many bytes.
+    budget: usize,
     replies: u64,
     at_eof: bool,
+    /// When the unfinished line in `pending` began.
+    partial_since: Option<Instant>,
+    last_input: Instant,
+}
+
+/// Why a connection was closed before its client finished.
+#[derive(Debug, Clone, Copy)]
+enum Expired {
+    Idle,
+    Line,
 }
 
 impl Exchange {
-    fn new(responder: Responder, stamper: Stamper) -> Self {
+    fn new(responder: Responder, stamper: Stamper, budget: usize) -> Self {
         Exchange {
             responder,
             stamper,
             pending: Vec::new(),
             out: Vec::new(),
+            budget: budget.max(1),
             replies: 0,
             at_eof: false,
+            partial_since: None,
+            last_input: Instant::now(),
         }
     }
 
@@ -144,23 +154,42 @@ impl Exchange {
         }
     }
 
-    /// Answers freshly read bytes, keeping whatever cannot be answered yet.
-    fn take_input(&mut self, data: &[u8]) {
-        if self.pending.is_empty() {
-            let used = self.respond(data, SystemTime::now());
-            self.pending.extend_from_slice(&data[used..]);
-        } else {
-            self.pending.extend_from_slice(data);
-            self.answer_pending();
+    /// When waiting for more input must stop, and why.
+    fn input_deadline(&self, limits: &Limits) -> (Instant, Expired) {
+        let idle = (self.last_input + limits.idle_timeout, Expired::Idle);
+        match self.partial_since {
+            Some(since) if since + limits.line_timeout < idle.0 => {
+                (since + limits.line_timeout, Expired::Line)
+            }
+            _ => idle,
         }
     }
 
-    fn answer_pending(&mut self) {
+    fn note_input(&mut self, now: Instant) {
+        self.last_input = now;
+        self.partial_since = match self.pending.is_empty() {
+            true => None,
+            false => self.partial_since.or(Some(now)),
+        };
+    }
+
+    /// Answers freshly read bytes, keeping whatever cannot be answered yet.
+    fn take_input(&mut self, data: &[u8], now: SystemTime) {
+        if self.pending.is_empty() {
+            let used = self.respond(data, now);
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            self.pending.extend_from_slice(data);
+            self.answer_pending(now);
+        }
+    }
+
+    fn answer_pending(&mut self, now: SystemTime) {
         if self.pending.is_empty() && !self.at_eof {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
-        let used = self.respond(&pending, SystemTime::now());
+        let used = self.respond(&pending, now);
         self.pending = pending;
         self.pending.drain(..used);
         release_if_large(&mut self.pending);
@@ -169,11 +198,11 @@ impl Exchange {
     /// Answers from the front of `input` until it runs out of complete
     /// messages or the output budget is full; returns the bytes used.
     fn respond(&mut self, input: &[u8], now: SystemTime) -> usize {
-        let room = OUT_BUDGET.saturating_sub(self.out.len());
+        let budget = self.budget;
         match self.responder {
             Responder::Lines { max_line } => {
                 let mut lines = Lines::new(input, max_line, self.at_eof);
-                while self.out.len() < OUT_BUDGET {
+                while self.out.len() < budget {
                     let Some(line) = lines.next() else { break };
                     stamp::write_reply(self.stamper.text(now), line, &mut self.out);
                     self.replies += 1;
@@ -182,7 +211,7 @@ impl Exchange {
             }
             Responder::Raw { chunk } => {
                 let mut used = 0;
-                while used < input.len() && self.out.len() < OUT_BUDGET {
+                while used < input.len() && self.out.len() < budget {
                     let piece = &input[used..input.len().min(used + chunk.max(1))];
                     stamp::write_reply(self.stamper.text(now), piece, &mut self.out);
                     self.replies += 1;
@@ -191,7 +220,7 @@ impl Exchange {
                 used
             }
             Responder::Echo => {
-                let n = input.len().min(room);
+                let n = input.len().min(budget.saturating_sub(self.out.len()));
                 self.out.extend_from_slice(&input[..n]);
                 n
             }
@@ -212,12 +241,15 @@ fn release_if_large(buf: &mut Vec<u8>) {
 /// arrived, answers every complete line of it, and then closes.
 async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
-    mut ex: Exchange,
+    responder: Responder,
+    stamper: Stamper,
     shared: &Shared,
 ) -> io::Result<()> {
+    let limits = &shared.options.limits;
+    let mut ex = Exchange::new(responder, stamper, limits.output_budget);
     let mut draining = false;
     loop {
-        ex.answer_pending();
+        ex.answer_pending(SystemTime::now());
         if !ex.out.is_empty() {
             Stats::add(
                 &shared.stats.stream_replies,
@@ -231,10 +263,19 @@ async fn serve_requests<S: StreamSocket>(
         }
         draining |= shared.shutdown.is_cancelled();
         if !draining {
+            let (deadline, reason) = ex.input_deadline(limits);
             tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => continue,
                 ready = sock.readable() => ready?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let counter = match reason {
+                        Expired::Idle => &shared.stats.closed_idle_timeout,
+                        Expired::Line => &shared.stats.closed_line_timeout,
+                    };
+                    Stats::add(counter, 1);
+                    break;
+                }
             }
         }
         let limit = ex.read_limit();
@@ -248,7 +289,8 @@ async fn serve_requests<S: StreamSocket>(
                 sock.try_read(buf)
             }?;
             ex.at_eof = n == 0;
-            ex.take_input(&buf[..n]);
+            ex.take_input(&buf[..n], SystemTime::now());
+            ex.note_input(Instant::now());
             Ok::<_, io::Error>(n)
         });
         match read {
@@ -261,15 +303,24 @@ async fn serve_requests<S: StreamSocket>(
     close(sock, ex.at_eof, shared).await
 }
 
+/// Writes `out` whole; a client that reads none of it for the write
+/// timeout loses its connection.
 async fn write_out<S: StreamSocket>(
     sock: &mut S,
     out: &mut Vec<u8>,
     shared: &Shared,
 ) -> io::Result<()> {
+    let timeout = shared.options.limits.write_timeout;
     tokio::select! {
         biased;
         _ = shared.abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
-        written = sock.write_all(out) => written?,
+        written = tokio::time::timeout(timeout, sock.write_all(out)) => match written {
+            Ok(written) => written?,
+            Err(_) => {
+                Stats::add(&shared.stats.closed_write_timeout, 1);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
+            }
+        },
     }
     Stats::add(&shared.stats.bytes_out, out.len() as u64);
     out.clear();
@@ -326,18 +377,26 @@ async fn serve_one_reply<S: StreamSocket>(
 }
 
 /// Chargen: the pattern, as fast as the client reads it, until the client
-/// goes away or the server stops. Input is read and dropped.
+/// goes away, stops reading for the write timeout, or the server stops.
+/// Input is read and dropped.
 async fn serve_chargen<S: StreamSocket>(sock: &mut S, shared: &Shared) -> io::Result<()> {
     let mut offset = 0;
     let mut input_open = true;
+    let mut last_progress = Instant::now();
+    let write_timeout = shared.options.limits.write_timeout;
     loop {
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until((last_progress + write_timeout).into()) => {
+                Stats::add(&shared.stats.closed_write_timeout, 1);
+                return Ok(());
+            }
             ready = sock.writable() => {
                 ready?;
                 match sock.try_write(chargen::stream_from(offset)) {
                     Ok(n) => {
+                        last_progress = Instant::now();
                         offset = (offset + n) % chargen::CYCLE_LEN;
                         Stats::add(&shared.stats.bytes_out, n as u64);
                     }
@@ -357,4 +416,91 @@ async fn serve_chargen<S: StreamSocket>(sock: &mut S, shared: &Shared) -> io::Re
         }
     }
     close(sock, !input_open, shared).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{TimeFormat, TimeStyle};
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
+
+    fn exchange(responder: Responder, budget: usize) -> Exchange {
+        let style = TimeStyle {
+            format: TimeFormat::Ctime,
+            utc: true,
+        };
+        Exchange::new(responder, Stamper::new(Arc::new(style)), budget)
+    }
+
+    /// Feeds `input` cut at `cuts`, writing out whenever the budget fills,
+    /// and returns everything that would have been sent.
+    fn replies(responder: Responder, budget: usize, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_597_503);
+        let mut ex = exchange(responder, budget);
+        let mut sent = Vec::new();
+        let mut at = 0;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(input.len());
+        bounds.sort();
+        for end in bounds {
+            ex.take_input(&input[at..end], now);
+            at = end;
+            loop {
+                sent.append(&mut ex.out);
+                ex.answer_pending(now);
+                if ex.out.is_empty() {
+                    break;
+                }
+            }
+        }
+        ex.at_eof = true;
+        loop {
+            ex.answer_pending(now);
+            if ex.out.is_empty() {
+                break;
+            }
+            sent.append(&mut ex.out);
+        }
+        sent
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_the_input_gives_the_same_replies(
+            input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..600),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            max_line in 1usize..80,
+            budget in 1usize..200,
+        ) {
+            for responder in [Responder::Lines { max_line }, Responder::Echo] {
+                let whole = replies(responder, 1 << 20, &input, &[]);
+                let split = replies(responder, budget, &input, &cuts);
+                prop_assert_eq!(whole, split);
+            }
+        }
+    }
+
+    #[test]
+    fn output_budget_holds_back_the_rest_of_a_read() {
+        let mut ex = exchange(Responder::Lines { max_line: 1024 }, 100);
+        ex.take_input(&b"x\n".repeat(1000), SystemTime::now());
+        assert!(ex.out.len() >= 100 && ex.out.len() < 100 + 30);
+        assert_eq!(ex.pending.len(), 2000 - 2 * (ex.out.len() / 29));
+    }
+
+    #[test]
+    fn unfinished_line_starts_the_line_timer_and_a_newline_stops_it() {
+        let limits = Limits::default();
+        let mut ex = exchange(Responder::Lines { max_line: 1024 }, 1024);
+        let t0 = Instant::now();
+        ex.take_input(b"partial", SystemTime::now());
+        ex.note_input(t0);
+        assert!(
+            matches!(ex.input_deadline(&limits), (d, Expired::Line) if d == t0 + limits.line_timeout)
+        );
+        ex.take_input(b" done\n", SystemTime::now());
+        ex.note_input(t0 + Duration::from_secs(1));
+        assert!(matches!(ex.input_deadline(&limits), (_, Expired::Idle)));
+    }
 }

@@ -1,11 +1,14 @@
 //! `tsecho serve`: run the server until SIGINT or SIGTERM, then drain.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
+use ipnet::IpNet;
 use tsecho::clock::{TimeFormat, TimeStyle};
 use tsecho::framing::{DEFAULT_CHUNK, Framing};
+use tsecho::limits::{DEFAULT_MAX_CONNECTIONS, Limits, UdpLimits, fit_to_open_file_limit};
 use tsecho::service::SERVICES;
 use tsecho::{Address, Endpoint, Error, Options, Server, ServiceKind, Transport};
 
@@ -61,6 +64,154 @@ pub struct Args {
     /// On SIGTERM/SIGINT, how long connections get to finish their replies.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "TSECHO_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Limits; each one that triggers is counted.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Replies held per connection once the kernel's send buffer is full;
+    /// past it tsecho stops reading from that client until it reads.
+    #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = parse_size, env = "TSECHO_OUTPUT_BUDGET")]
+    output_budget: usize,
+
+    /// Close a connection whose client reads nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "TSECHO_WRITE_TIMEOUT")]
+    write_timeout: Duration,
+
+    /// Close a connection that sends nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "TSECHO_IDLE_TIMEOUT")]
+    idle_timeout: Duration,
+
+    /// Close a connection whose started line is not finished within this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "TSECHO_LINE_TIMEOUT")]
+    line_timeout: Duration,
+
+    /// Connections open at once; more are accepted and closed at once
+    /// [default: 10000, lowered to fit the open-file limit]
+    #[arg(long, value_name = "N", env = "TSECHO_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+
+    /// Connections open at once from one address (IPv6: one /64).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        env = "TSECHO_MAX_CONNECTIONS_PER_IP"
+    )]
+    max_connections_per_ip: usize,
+
+    /// UDP replies per second to one source address (IPv6: one /64).
+    #[arg(
+        long,
+        value_name = "PER_SEC",
+        default_value_t = 100.0,
+        env = "TSECHO_UDP_RATE"
+    )]
+    udp_rate: f64,
+
+    /// UDP replies one source may get in a burst above its rate.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 200.0,
+        env = "TSECHO_UDP_BURST"
+    )]
+    udp_burst: f64,
+
+    /// UDP replies per second to all limited sources together.
+    #[arg(
+        long,
+        value_name = "PER_SEC",
+        default_value_t = 20_000.0,
+        env = "TSECHO_UDP_GLOBAL_RATE"
+    )]
+    udp_global_rate: f64,
+
+    /// Over the rate, still answer every Nth datagram (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0, env = "TSECHO_UDP_SLIP")]
+    udp_slip: u32,
+
+    /// A UDP source receives at most this many times the bytes it sent
+    /// (counting IP and UDP headers)...
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 3.0,
+        env = "TSECHO_UDP_BYTE_FACTOR"
+    )]
+    udp_byte_factor: f64,
+
+    /// ...plus this allowance.
+    #[arg(long, value_name = "BYTES", default_value = "4KiB", value_parser = parse_size, env = "TSECHO_UDP_BYTE_ALLOWANCE")]
+    udp_byte_allowance: usize,
+
+    /// Source networks no per-address limit applies to, comma-separated;
+    /// '' for none.
+    #[arg(long, value_name = "CIDR,...", default_value = "127.0.0.0/8,::1/128", value_parser = parse_networks, env = "TSECHO_LIMIT_EXEMPT")]
+    limit_exempt: Networks,
+}
+
+#[derive(Debug, Clone)]
+struct Networks(Vec<IpNet>);
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{part:?} is not an address or CIDR network"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Networks)
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            output_budget: self.output_budget,
+            write_timeout: self.write_timeout,
+            idle_timeout: self.idle_timeout,
+            line_timeout: self.line_timeout,
+            max_connections: self.max_connections(),
+            max_connections_per_ip: self.max_connections_per_ip,
+            udp: UdpLimits {
+                rate: self.udp_rate,
+                burst: self.udp_burst,
+                global_rate: self.udp_global_rate,
+                slip: self.udp_slip,
+                byte_factor: self.udp_byte_factor,
+                byte_allowance: self.udp_byte_allowance as f64,
+            },
+            exempt: self.limit_exempt.0.clone(),
+        }
+    }
+
+    /// The default fits the open-file limit; an explicit value is kept.
+    fn max_connections(&self) -> usize {
+        let wanted = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let (fitted, file_limit) = fit_to_open_file_limit(wanted);
+        match (file_limit, self.max_connections) {
+            (Some(limit), None) => {
+                tracing::warn!(
+                    "open-file limit is {limit}: --max-connections lowered from {wanted} to {fitted}"
+                );
+                fitted
+            }
+            (Some(limit), Some(_)) => {
+                tracing::warn!(
+                    "--max-connections {wanted} exceeds what the open-file limit of {limit} allows"
+                );
+                wanted
+            }
+            (None, _) => wanted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +239,7 @@ impl Args {
             },
             framing,
             drain_timeout: self.drain_timeout,
+            limits: self.limits.limits(),
         }
     }
 
