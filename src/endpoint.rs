@@ -176,6 +176,7 @@ impl fmt::Display for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(s: &str) -> Endpoint {
         s.parse().unwrap()
@@ -241,6 +242,49 @@ mod tests {
         ] {
             let err = bad.parse::<Endpoint>().unwrap_err();
             assert!(!err.to_string().is_empty(), "{bad}");
+        }
+    }
+
+    fn any_endpoint() -> impl Strategy<Value = Endpoint> {
+        let service = proptest::sample::select(
+            crate::service::SERVICES
+                .iter()
+                .map(|i| i.kind)
+                .collect::<Vec<_>>(),
+        );
+        let host = prop_oneof![
+            Just(String::new()),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,2}",
+        ];
+        let inet = (
+            proptest::sample::select(vec![Transport::Tcp, Transport::Udp]),
+            host,
+            any::<u16>(),
+        )
+            .prop_map(|(t, host, port)| (t, Address::Inet { host, port }));
+        let unix = (
+            proptest::sample::select(vec![Transport::Unix, Transport::UnixGram]),
+            prop_oneof![
+                "/[a-zA-Z0-9_./-]{1,60}".prop_map(|p| Address::Path(p.into())),
+                "[a-zA-Z0-9_.-]{1,30}".prop_map(Address::Abstract),
+            ],
+        );
+        (service, prop_oneof![inet, unix]).prop_map(|(s, (t, a))| Endpoint::new(s, t, a))
+    }
+
+    proptest! {
+        #[test]
+        fn any_endpoint_round_trips_through_its_url(e in any_endpoint()) {
+            prop_assert_eq!(e.to_string().parse::<Endpoint>().unwrap(), e);
+        }
+
+        #[test]
+        fn any_string_parses_or_fails_without_panic_and_parsed_ones_are_stable(s in "\\PC{0,40}") {
+            if let Ok(e) = s.parse::<Endpoint>() {
+                prop_assert_eq!(e.to_string().parse::<Endpoint>().unwrap(), e);
+            }
         }
     }
 

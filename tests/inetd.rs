@@ -569,12 +569,6 @@ fn inetd_flag_binds_the_standard_set_shifted_by_the_base() {
     assert_eq!(got, want);
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// A deterministic, non-repeating-looking byte stream to push through echo.
 fn pattern_chunk(index: u64, chunk: &mut [u8]) {
     let mut x = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -612,7 +606,7 @@ fn hundred_mib_echo_round_trip_is_exact_with_bounded_server_memory() {
     }
     assert_eq!(reader.read(&mut got).unwrap(), 0, "nothing after the echo");
     sender.join().unwrap();
-    let hwm = vm_hwm_kib(server.child.id());
+    let hwm = common::proc_status_kib(server.child.id(), "VmHWM");
     eprintln!("100 MiB echoed; server VmHWM {hwm} KiB");
     assert!(hwm < 64 * 1024, "server peak memory {hwm} KiB");
 }

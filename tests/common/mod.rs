@@ -134,3 +134,13 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A `/proc/PID/status` memory figure (VmRSS, VmHWM) in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

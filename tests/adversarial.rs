@@ -1,0 +1,495 @@
+//! The adversarial suite: tsecho under hostile or broken clients. Each
+//! case names its pass criterion; figures worth reporting are printed
+//! (run with --nocapture to see them), never asserted as timings.
+//!
+//! Covered elsewhere: half-close (stamp.rs), NUL and invalid UTF-8
+//! (stamp.rs), 65,507-byte datagrams (stamp.rs), source ports 7 and 19
+//! and two servers in a loop (inetd.rs), SIGTERM under load (cli.rs).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{ServeProcess, proc_status_kib, split_ctime_stamp, start_with, tsecho_bin};
+use socket2::{Domain, Socket, Type};
+use tsecho::Options;
+use tsecho::limits::Limits;
+
+fn options(limits: Limits) -> Options {
+    Options {
+        limits,
+        ..Options::default()
+    }
+}
+
+/// A TCP connection from a chosen loopback source address.
+fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let source: IpAddr = source.parse().unwrap();
+    sock.bind(&SocketAddr::new(source, 0).into())?;
+    sock.connect(&to.into())?;
+    Ok(sock.into())
+}
+
+/// Sends one line and returns the reply, or None when the server closed.
+fn ask(conn: &mut TcpStream, line: &str) -> Option<Vec<u8>> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if conn.write_all(line.as_bytes()).is_err() {
+        return None;
+    }
+    let mut reply = Vec::new();
+    let mut byte = [0];
+    loop {
+        match conn.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {
+                reply.push(byte[0]);
+                if byte[0] == b'\n' {
+                    return Some(reply);
+                }
+            }
+        }
+    }
+}
+
+fn is_closed_at_once(conn: &mut TcpStream) -> bool {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0; 16];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        ),
+        Ok(_) => false,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Pass: 1 GiB with no newline is answered in 64 KiB stamped pieces, all of
+/// it, while the server's resident memory grows by less than 64 MiB.
+#[test]
+fn one_gib_without_newline_grows_server_rss_by_less_than_64_mib() {
+    const TOTAL: usize = 1 << 30;
+    const MAX_LINE: usize = 64 * 1024;
+    let server = ServeProcess::start(&["-l", "tcp://127.0.0.1:0"], 1);
+    let pid = server.child.id();
+    let rss_before = proc_status_kib(pid, "VmRSS");
+    let conn = TcpStream::connect(server.addr(0)).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..TOTAL / chunk.len() {
+            writer.write_all(&chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = conn;
+    let mut received = 0usize;
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    sender.join().unwrap();
+    let pieces = TOTAL / MAX_LINE;
+    assert_eq!(
+        received,
+        TOTAL + pieces * "[Wed Nov 25 09:05:03 2026] ".len()
+    );
+    let growth = proc_status_kib(pid, "VmHWM").saturating_sub(rss_before);
+    eprintln!("1 GiB without newline: server RSS grew by {growth} KiB");
+    assert!(growth < 64 * 1024, "grew by {growth} KiB");
+}
+
+/// Pass: 1,000 clients that send and never read grow the server's RSS by
+/// less than 64 MiB, and a normal client meanwhile gets every reply (its
+/// p99 latency is printed, not asserted).
+#[test]
+fn thousand_clients_that_never_read_cost_under_64_mib_and_others_are_served() {
+    let server = ServeProcess::start(&["-l", "tcp://127.0.0.1:0"], 1);
+    let pid = server.child.id();
+    let addr = server.addr(0);
+    let rss_before = proc_status_kib(pid, "VmRSS");
+
+    let line = b"never reading this reply back..\n"; // 32 bytes
+    let flood: Vec<u8> = line.repeat(2048);
+    let mut stalled: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            // Small client buffers keep the kernel's share small; the
+            // server's side is what is measured.
+            sock.set_recv_buffer_size(8 * 1024).unwrap();
+            sock.set_send_buffer_size(8 * 1024).unwrap();
+            sock.connect(&addr.into()).unwrap();
+            sock.set_nonblocking(true).unwrap();
+            sock.into()
+        })
+        .collect();
+    // Push until every connection is stuck: three passes with no progress.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_passes = 0;
+    let mut pushed = 0usize;
+    while quiet_passes < 3 && Instant::now() < deadline {
+        let mut progress = 0;
+        for conn in &mut stalled {
+            while let Ok(n) = conn.write(&flood) {
+                progress += n;
+            }
+        }
+        pushed += progress;
+        quiet_passes = if progress == 0 { quiet_passes + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let growth = proc_status_kib(pid, "VmRSS").saturating_sub(rss_before);
+
+    let mut normal = TcpStream::connect(addr).unwrap();
+    let mut latencies = Vec::new();
+    for i in 0..1000 {
+        let started = Instant::now();
+        let reply = ask(&mut normal, &format!("normal {i}\n")).expect("normal client served");
+        latencies.push(started.elapsed());
+        assert_eq!(
+            split_ctime_stamp(&reply).1,
+            format!("normal {i}\n").as_bytes()
+        );
+    }
+    latencies.sort();
+    eprintln!(
+        "1000 non-reading clients ({} MiB pushed): server RSS grew by {growth} KiB; normal client p50 {:?} p99 {:?}",
+        pushed >> 20,
+        latencies[500],
+        latencies[990]
+    );
+    assert!(
+        pushed > 1000 * 32 * 1024,
+        "clients did not fill the output budget"
+    );
+    assert!(growth < 64 * 1024, "grew by {growth} KiB");
+}
+
+/// Pass: a client that sends one byte per second without ever finishing a
+/// line is closed once the line timeout passes, although it keeps sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_closed_by_the_line_timeout() {
+    let limits = Limits {
+        line_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let server = start_with(&["tcp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.tcp_addr().unwrap();
+    let (lasted, bytes_sent) = blocking(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let started = Instant::now();
+        let mut sent = 0;
+        let mut buf = [0; 64];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(20), "never closed");
+            if conn.write_all(b"x").is_ok() {
+                sent += 1;
+            }
+            // Reading for a second paces the bytes and notices the close.
+            match conn.read(&mut buf) {
+                Ok(0) => return (started.elapsed(), sent),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return (started.elapsed(), sent);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    eprintln!("slowloris closed after {lasted:?} and {bytes_sent} bytes");
+    assert!(lasted >= Duration::from_secs(2));
+    assert_eq!(server.stats().closed_line_timeout, 1);
+}
+
+/// Pass: a connection that sends nothing is closed by the idle timeout,
+/// cleanly (EOF, not a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_is_closed_by_the_idle_timeout() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = start_with(&["tcp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.tcp_addr().unwrap();
+    let closed = blocking(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        is_closed_at_once(&mut conn)
+    })
+    .await;
+    assert!(closed);
+    assert_eq!(server.stats().closed_idle_timeout, 1);
+}
+
+/// Pass: past --max-connections, new connections are closed at once and
+/// counted, the admitted ones are still served, and a freed place is
+/// taken by the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_past_max_connections_is_refused_and_others_still_served() {
+    let limits = Limits {
+        max_connections: 20,
+        ..Limits::default()
+    };
+    let server = start_with(&["tcp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.tcp_addr().unwrap();
+    blocking(move || {
+        let mut admitted: Vec<TcpStream> =
+            (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for (i, conn) in admitted.iter_mut().enumerate() {
+            assert!(ask(conn, &format!("in {i}\n")).is_some());
+        }
+        for _ in 0..30 {
+            let mut extra = TcpStream::connect(addr).unwrap();
+            assert!(
+                is_closed_at_once(&mut extra),
+                "connection past the limit must be closed"
+            );
+        }
+        for (i, conn) in admitted.iter_mut().enumerate() {
+            assert!(ask(conn, &format!("still {i}\n")).is_some());
+        }
+        drop(admitted.pop());
+        // The freed place goes to the next connection once the server has
+        // seen the close; until then it is refused, so retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut next = TcpStream::connect(addr).unwrap();
+            if ask(&mut next, "next\n").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "freed place never reused");
+        }
+    })
+    .await;
+    assert!(server.stats().connections_rejected_max >= 30);
+}
+
+/// Pass: 400 connections from one address against a per-IP limit of 256:
+/// exactly 256 are served, 144 closed at once, and another address is
+/// still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hundred_connections_from_one_ip_meet_a_per_ip_limit_of_256() {
+    let limits = Limits {
+        max_connections_per_ip: 256,
+        exempt: vec![],
+        ..Limits::default()
+    };
+    let server = start_with(&["tcp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.tcp_addr().unwrap();
+    let (served, refused) = blocking(move || {
+        let mut conns: Vec<TcpStream> = (0..400)
+            .map(|_| connect_from("127.0.0.5", addr).unwrap())
+            .collect();
+        let mut served = 0;
+        for (i, conn) in conns.iter_mut().enumerate() {
+            if ask(conn, &format!("c{i}\n")).is_some() {
+                served += 1;
+            }
+        }
+        let mut other = connect_from("127.0.0.6", addr).unwrap();
+        assert!(ask(&mut other, "another address\n").is_some());
+        (served, 400 - served)
+    })
+    .await;
+    assert_eq!((served, refused), (256, 144));
+    assert_eq!(server.stats().connections_rejected_per_ip, 144);
+}
+
+/// Pass: with the open-file limit at 40, a burst of 60 connections makes
+/// accept fail with EMFILE; the server logs it (at most once a second),
+/// does not exit or spin, and serves again once connections close.
+#[test]
+fn emfile_from_a_low_open_file_limit_is_survived() {
+    let script = format!(
+        "ulimit -n 40 && exec {} serve -l tcp://127.0.0.1:0 --max-connections 1000",
+        tsecho_bin()
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "{log}"
+        );
+        log += &line;
+        if let Some(at) = line.find("tcp://") {
+            break line[at + 6..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    };
+    let log_reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let started = Instant::now();
+    let mut burst: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut served = 0;
+    for conn in &mut burst {
+        conn.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if ask_quick(conn) {
+            served += 1;
+        }
+    }
+    assert!(served > 0 && served < 60, "served {served} of 60");
+    drop(burst);
+    // Places free up as the server sees the closes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fresh = TcpStream::connect(addr).unwrap();
+        fresh
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if ask_quick(&mut fresh) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server never recovered");
+    }
+    let elapsed = started.elapsed();
+    assert!(child.try_wait().unwrap().is_none(), "server exited");
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log_reader.join().unwrap();
+    let warnings = log.matches("accept failed").count();
+    eprintln!("EMFILE: {served} of 60 served at first, {warnings} warnings in {elapsed:?}");
+    assert!(warnings >= 1, "{log}");
+    assert!(warnings as u64 <= elapsed.as_secs() + 1, "{log}");
+}
+
+fn ask_quick(conn: &mut TcpStream) -> bool {
+    if conn.write_all(b"x\n").is_err() {
+        return false;
+    }
+    let mut buf = [0; 64];
+    matches!(conn.read(&mut buf), Ok(n) if n > 0)
+}
+
+/// Pass: a client that resets its connection while replies are on their
+/// way leaves no connection behind and the server serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reset_in_the_middle_of_a_reply_harms_no_one_else() {
+    let server = start_with(&["tcp://127.0.0.1:0"], Options::default()).await;
+    let addr = server.tcp_addr().unwrap();
+    blocking(move || {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut conn: TcpStream = sock.try_clone().unwrap().into();
+        conn.write_all(&b"reply to me please\n".repeat(50_000))
+            .unwrap();
+        let mut some = [0; 100];
+        conn.read_exact(&mut some).unwrap();
+        // SO_LINGER 0: close sends RST instead of FIN.
+        sock.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(conn);
+        drop(sock);
+        let mut next = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut next, "after the reset\n").is_some());
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().connections_open > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "reset connection never cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Pass: a flood from one UDP source gets at most burst + rate x time
+/// replies, the rest dropped and counted, and another source is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flood_from_one_source_is_capped_and_others_still_answered() {
+    let limits = Limits {
+        exempt: vec![],
+        ..Limits::default()
+    };
+    let server = start_with(&["udp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.udp_addr().unwrap();
+    let (answered, elapsed) = blocking(move || {
+        let flood = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        flood.set_recv_buffer_size(4 << 20).unwrap();
+        flood
+            .bind(&"127.0.0.7:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let flood: UdpSocket = flood.into();
+        let started = Instant::now();
+        for i in 0..2000 {
+            flood
+                .send_to(format!("flood {i}").as_bytes(), addr)
+                .unwrap();
+        }
+        let other = UdpSocket::bind("127.0.0.8:0").unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        other.send_to(b"innocent", addr).unwrap();
+        let mut buf = [0; 128];
+        let (n, _) = other.recv_from(&mut buf).unwrap();
+        assert_eq!(split_ctime_stamp(&buf[..n]).1, b"innocent");
+        let elapsed = started.elapsed();
+        // The server answers in order: the flood's replies are all queued.
+        flood.set_nonblocking(true).unwrap();
+        let mut answered = 0;
+        while flood.recv(&mut buf).is_ok() {
+            answered += 1;
+        }
+        (answered, elapsed)
+    })
+    .await;
+    let stats = server.stats();
+    let bound = 200.0 + 100.0 * elapsed.as_secs_f64() + 1.0;
+    eprintln!(
+        "UDP flood of 2000 in {elapsed:?}: {answered} answered, {} dropped by rate",
+        stats.datagrams_dropped_rate_limit
+    );
+    assert!(answered as f64 <= bound, "{answered} > {bound}");
+    assert!(answered >= 200, "the burst is answered");
+    assert!(stats.datagrams_dropped_rate_limit > 0);
+}
+
+/// Pass: a server stopped with SIGTERM can be started again on the same
+/// port at once, although its connections left TIME_WAIT behind.
+#[test]
+fn restart_on_the_same_port_right_after_stop() {
+    let first = ServeProcess::start(&["-l", "tcp://127.0.0.1:0"], 1);
+    let addr = first.addr(0);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    assert!(ask(&mut conn, "before\n").is_some());
+    first.signal("TERM");
+    // The server closes first, so its side of this connection is in TIME_WAIT.
+    assert!(is_closed_at_once(&mut conn));
+    drop(conn);
+    let mut first = first;
+    assert!(first.child.wait().unwrap().success());
+    let second = ServeProcess::start(&["-l", &format!("tcp://{addr}")], 1);
+    let mut conn = TcpStream::connect(second.addr(0)).unwrap();
+    assert!(ask(&mut conn, "after\n").is_some());
+}
