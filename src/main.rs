@@ -26,6 +26,10 @@ enum Command {
     Serve(cli::serve::Args),
     /// Send lines to a server and print its replies.
     Client(cli::client::Args),
+    /// Round trips and the server's clock offset, like ping(8).
+    Ping(cli::ping::Args),
+    /// Load a server and report throughput and latency.
+    Bench(cli::bench::Args),
     /// List the services with their RFCs and ports.
     Services,
 }
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::serve::run(args).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
+        Command::Ping(args) => cli::ping::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Services => {
             cli::services::run();
             Ok(0)

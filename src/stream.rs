@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockRef;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::clock::Stamper;
@@ -47,6 +47,12 @@ pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Forgets that the socket is readable, without a syscall: after a
+    /// short read the receive queue is known to be empty, and the read that
+    /// would only return EAGAIN is saved. (A new edge from data arriving
+    /// meanwhile is not lost: the runtime only clears a readiness it has
+    /// not seen change.)
+    fn clear_read_ready(&self);
 }
 
 macro_rules! stream_socket {
@@ -63,6 +69,11 @@ macro_rules! stream_socket {
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$ty>::try_write(self, buf)
+            }
+            fn clear_read_ready(&self) {
+                let _ = self.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
             }
         }
     };
@@ -229,6 +240,12 @@ impl Exchange {
     }
 }
 
+/// A line started at `now` or later cannot be due before this, nor can
+/// silence that starts now.
+fn earliest_possible_deadline(now: Instant, limits: &Limits) -> Instant {
+    now + limits.line_timeout.min(limits.idle_timeout)
+}
+
 fn release_if_large(buf: &mut Vec<u8>) {
     if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
         *buf = Vec::new();
@@ -248,6 +265,12 @@ async fn serve_requests<S: StreamSocket>(
     let limits = &shared.options.limits;
     let mut ex = Exchange::new(responder, stamper, limits.output_budget);
     let mut draining = false;
+    // Long-lived futures: registering a waiter on the shared token, or a
+    // timer in the wheel, once per connection instead of once per request.
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let timer = tokio::time::sleep_until(earliest_possible_deadline(Instant::now(), limits).into());
+    tokio::pin!(timer);
     loop {
         ex.answer_pending(SystemTime::now());
         if !ex.out.is_empty() {
@@ -263,12 +286,20 @@ async fn serve_requests<S: StreamSocket>(
         }
         draining |= shared.shutdown.is_cancelled();
         if !draining {
-            let (deadline, reason) = ex.input_deadline(limits);
             tokio::select! {
                 biased;
-                _ = shared.shutdown.cancelled() => continue,
                 ready = sock.readable() => ready?,
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = &mut shutdown => continue,
+                _ = &mut timer => {
+                    // The timer runs at the earliest moment a deadline could
+                    // fall; only now is the real one worked out.
+                    let now = Instant::now();
+                    let (deadline, reason) = ex.input_deadline(limits);
+                    if deadline > now {
+                        let next = deadline.min(earliest_possible_deadline(now, limits));
+                        timer.as_mut().reset(next.into());
+                        continue;
+                    }
                     let counter = match reason {
                         Expired::Idle => &shared.stats.closed_idle_timeout,
                         Expired::Line => &shared.stats.closed_line_timeout,
@@ -288,6 +319,9 @@ async fn serve_requests<S: StreamSocket>(
             } else {
                 sock.try_read(buf)
             }?;
+            if n < limit && !draining {
+                sock.clear_read_ready();
+            }
             ex.at_eof = n == 0;
             ex.take_input(&buf[..n], SystemTime::now());
             ex.note_input(Instant::now());
@@ -311,9 +345,10 @@ async fn write_out<S: StreamSocket>(
     shared: &Shared,
 ) -> io::Result<()> {
     let timeout = shared.options.limits.write_timeout;
+    // The write comes first: when it completes at once, as it nearly
+    // always does, the abort token is never even registered with.
     tokio::select! {
         biased;
-        _ = shared.abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
         written = tokio::time::timeout(timeout, sock.write_all(out)) => match written {
             Ok(written) => written?,
             Err(_) => {
@@ -321,6 +356,7 @@ async fn write_out<S: StreamSocket>(
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
             }
         },
+        _ = shared.abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
     }
     Stats::add(&shared.stats.bytes_out, out.len() as u64);
     out.clear();

@@ -1,7 +1,9 @@
 //! The `tsecho` command line: one module per subcommand, each with its clap
 //! arguments next to the function that runs it.
 
+pub mod bench;
 pub mod client;
+pub mod ping;
 pub mod serve;
 pub mod services;
 

@@ -1,0 +1,527 @@
+//! `tsecho bench`: a load generator for stamp and echo-like servers.
+//!
+//! Every request is `<conn>:<seq>|` in hex, filler, and a newline, exactly
+//! `--size` bytes; a reply is correct when it ends with its request, which
+//! holds for stamp, echo and any server that only prefixes. Closed loop by
+//! default (each connection keeps `--pipeline` requests outstanding); with
+//! `--rate` the load is open loop and latency runs from each request's
+//! intended send time, so a stalled server cannot hide its stall
+//! (no coordinated omission).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args as ClapArgs;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tsecho::Endpoint;
+use tsecho::client::{DatagramSocket, connect_stream};
+
+use super::parse_duration;
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path.
+    url: String,
+    /// Connections (or UDP sockets).
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests outstanding per connection (closed loop), or datagrams in
+    /// flight per socket.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Bytes per request, newline included.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long to measure.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after this many measured replies instead (still bounded by --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Load before measuring starts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Open loop: requests per second over all connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A datagram unanswered this long counts as lost and is replaced.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    loss_timeout: Duration,
+    /// Runtime threads [default: the CPUs this process may use].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Counters every connection task updates.
+#[derive(Default)]
+struct Counters {
+    replies: AtomicU64,
+    errors: AtomicU64,
+    mismatches: AtomicU64,
+    lost: AtomicU64,
+    late: AtomicU64,
+    rx_bytes: AtomicU64,
+}
+
+struct Run {
+    args: Args,
+    endpoint: Endpoint,
+    measuring: AtomicBool,
+    stop: CancellationToken,
+    counters: Counters,
+}
+
+impl Run {
+    fn count(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn is_measuring(&self) -> bool {
+        self.measuring.load(Ordering::Relaxed)
+    }
+
+    /// Records one correct or mismatched reply.
+    fn reply(&self, hist: &mut Histogram<u64>, reply: &[u8], expected: &[u8], since: Instant) {
+        if !self.is_measuring() {
+            return;
+        }
+        if !reply.ends_with(expected) {
+            self.count(&self.counters.mismatches, 1);
+        }
+        let nanos = since.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        hist.saturating_record(nanos.max(1));
+        self.count(&self.counters.rx_bytes, reply.len() as u64);
+        let done = self.counters.replies.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.args.requests.is_some_and(|cap| done >= cap) {
+            self.stop.cancel();
+        }
+    }
+}
+
+/// Writes request `seq` of connection `conn`: exactly `size` bytes.
+fn write_request(conn: usize, seq: u64, size: usize, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let start = out.len();
+    let _ = write!(out, "{conn:x}:{seq:x}|");
+    let filler = size.saturating_sub(out.len() - start + 1);
+    out.extend((0..filler).map(|i| b'a' + (i % 26) as u8));
+    out.push(b'\n');
+}
+
+fn request(conn: usize, seq: u64, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    write_request(conn, seq, size, &mut out);
+    out
+}
+
+/// The sequence number in a datagram reply, read from the request it ends with.
+fn seq_of_reply(reply: &[u8], size: usize) -> Option<u64> {
+    let request = reply.get(reply.len().checked_sub(size)?..)?;
+    let colon = request.iter().position(|&b| b == b':')?;
+    let bar = request.iter().position(|&b| b == b'|')?;
+    let hex = std::str::from_utf8(request.get(colon + 1..bar)?).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let endpoint: Endpoint = args.url.parse()?;
+    if args.size < 24 {
+        bail!("--size must be at least 24 bytes to hold the request header");
+    }
+    if args.conns == 0 || args.pipeline == 0 {
+        bail!("--conns and --pipeline must be at least 1");
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let run = Arc::new(Run {
+        args,
+        endpoint,
+        measuring: AtomicBool::new(false),
+        stop: CancellationToken::new(),
+        counters: Counters::default(),
+    });
+    let report = runtime.block_on(drive(run.clone()))?;
+    if run.args.json {
+        println!("{}", report.json(&run));
+    } else {
+        report.print(&run);
+    }
+    Ok(if report.replies == 0 {
+        tsecho::error::EX_UNAVAILABLE
+    } else {
+        0
+    })
+}
+
+struct Report {
+    hist: Histogram<u64>,
+    replies: u64,
+    secs: f64,
+}
+
+async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
+    let datagram = run.endpoint.transport.is_datagram();
+    let mut tasks = Vec::with_capacity(run.args.conns);
+    for conn in 0..run.args.conns {
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = if datagram {
+                datagram_conn(conn, &run).await
+            } else {
+                stream_conn(conn, &run).await
+            };
+            result.unwrap_or_else(|e| {
+                run.count(&run.counters.errors, 1);
+                if !run.args.json {
+                    eprintln!("tsecho: connection {conn}: {e:#}");
+                }
+                new_histogram()
+            })
+        }));
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(run.args.warmup) => {}
+        _ = run.stop.cancelled() => {}
+    }
+    run.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal() && !run.args.json;
+    let ticker = tokio::spawn(show_progress(run.clone(), started, progress));
+    tokio::select! {
+        _ = tokio::time::sleep(run.args.duration) => {}
+        _ = run.stop.cancelled() => {}
+    }
+    run.measuring.store(false, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    run.stop.cancel();
+    ticker.abort();
+    let mut hist = new_histogram();
+    for task in tasks {
+        hist.add(task.await.context("connection task")?)
+            .context("merging histograms")?;
+    }
+    let replies = run.counters.replies.load(Ordering::Relaxed);
+    Ok(Report {
+        hist,
+        replies,
+        secs,
+    })
+}
+
+/// One live line on a terminal: elapsed time, rate, errors.
+async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
+    if !enabled {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        let replies = run.counters.replies.load(Ordering::Relaxed);
+        eprint!(
+            "\r  {:>4.0} s  {:>10} req/s  errors {}  mismatches {}   ",
+            started.elapsed().as_secs_f64(),
+            replies - last,
+            run.counters.errors.load(Ordering::Relaxed),
+            run.counters.mismatches.load(Ordering::Relaxed)
+        );
+        last = replies;
+    }
+}
+
+/// A stream connection, closed or open loop.
+async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
+    let stream = connect_stream(&run.endpoint, Duration::from_secs(5)).await?;
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    match run.args.rate {
+        None => closed_loop(conn, run, &mut reader, writer).await,
+        Some(rate) => {
+            let per_conn = rate / run.args.conns as f64;
+            open_loop(conn, run, per_conn, &mut reader, writer).await
+        }
+    }
+}
+
+async fn closed_loop<R, W>(
+    conn: usize,
+    run: &Run,
+    reader: &mut BufReader<R>,
+    mut writer: W,
+) -> anyhow::Result<Histogram<u64>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let size = run.args.size;
+    let mut hist = new_histogram();
+    let mut outstanding = VecDeque::with_capacity(run.args.pipeline);
+    let mut next_seq = 0u64;
+    let mut out = Vec::with_capacity(size * run.args.pipeline);
+    let mut line = Vec::with_capacity(size * 2);
+    let mut expected = Vec::with_capacity(size);
+    let mut to_send = run.args.pipeline;
+    loop {
+        for _ in 0..to_send {
+            write_request(conn, next_seq, size, &mut out);
+            outstanding.push_back((next_seq, Instant::now()));
+            next_seq += 1;
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+        to_send = 0;
+        // Every reply already buffered is handled before the next write.
+        loop {
+            line.clear();
+            let n = tokio::select! {
+                biased;
+                _ = run.stop.cancelled() => return Ok(hist),
+                n = reader.read_until(b'\n', &mut line) => n?,
+            };
+            if n == 0 {
+                bail!("server closed the connection");
+            }
+            let (seq, sent) = outstanding.pop_front().context("reply without a request")?;
+            expected.clear();
+            write_request(conn, seq, size, &mut expected);
+            run.reply(&mut hist, &line, &expected, sent);
+            to_send += 1;
+            if memchr::memchr(b'\n', reader.buffer()).is_none() {
+                break;
+            }
+        }
+    }
+}
+
+async fn open_loop<R, W>(
+    conn: usize,
+    run: &Run,
+    rate: f64,
+    reader: &mut BufReader<R>,
+    mut writer: W,
+) -> anyhow::Result<Histogram<u64>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let size = run.args.size;
+    let intended: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let send = async {
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(size);
+        for seq in 0u64.. {
+            let due = start + interval.mul_f64(seq as f64);
+            tokio::select! {
+                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
+                _ = tokio::time::sleep_until(due.into()) => {}
+            }
+            out.clear();
+            write_request(conn, seq, size, &mut out);
+            intended.lock().await.push_back((seq, due));
+            writer.write_all(&out).await?;
+        }
+        Ok(())
+    };
+    let receive = async {
+        let mut hist = new_histogram();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = tokio::select! {
+                biased;
+                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(hist),
+                n = reader.read_until(b'\n', &mut line) => n?,
+            };
+            if n == 0 {
+                bail!("server closed the connection");
+            }
+            let (seq, due) = intended
+                .lock()
+                .await
+                .pop_front()
+                .context("reply without a request")?;
+            run.reply(&mut hist, &line, &request(conn, seq, size), due);
+        }
+    };
+    let (sent, hist) = tokio::join!(send, receive);
+    sent?;
+    hist
+}
+
+/// A UDP or Unix datagram socket keeping `--pipeline` datagrams in flight
+/// (or sending at `--rate`), replacing those unanswered after the loss timeout.
+async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
+    let sock = DatagramSocket::connect(&run.endpoint).await?;
+    let size = run.args.size;
+    let mut hist = new_histogram();
+    let mut in_flight: HashMap<u64, Instant> = HashMap::new();
+    let mut next_seq = 0u64;
+    let mut buf = vec![0; 65_536];
+    let mut out = Vec::with_capacity(size);
+    let pace = run
+        .args
+        .rate
+        .map(|rate| Duration::from_secs_f64(run.args.conns as f64 / rate.max(1e-3)));
+    let start = Instant::now();
+    loop {
+        // Closed loop: fill the window. Open loop: send what is due.
+        loop {
+            let due = match pace {
+                None if in_flight.len() < run.args.pipeline => Instant::now(),
+                None => break,
+                Some(pace) => start + pace.mul_f64(next_seq as f64),
+            };
+            if due > Instant::now() {
+                break;
+            }
+            out.clear();
+            write_request(conn, next_seq, size, &mut out);
+            sock.send(&out).await?;
+            in_flight.insert(next_seq, due);
+            next_seq += 1;
+        }
+        let oldest = in_flight.values().min().copied();
+        let wake = match (oldest, pace) {
+            (Some(t), None) => t + run.args.loss_timeout,
+            (oldest, Some(pace)) => {
+                let next = start + pace.mul_f64(next_seq as f64);
+                oldest.map_or(next, |t| next.min(t + run.args.loss_timeout))
+            }
+            (None, None) => Instant::now(),
+        };
+        tokio::select! {
+            biased;
+            _ = run.stop.cancelled() => return Ok(hist),
+            received = sock.recv(&mut buf) => {
+                let reply = &buf[..received?];
+                match seq_of_reply(reply, size).and_then(|seq| in_flight.remove(&seq).map(|t| (seq, t))) {
+                    Some((seq, sent)) => run.reply(&mut hist, reply, &request(conn, seq, size), sent),
+                    None => run.count(&run.counters.late, 1),
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let now = Instant::now();
+        let before = in_flight.len();
+        in_flight.retain(|_, sent| now.duration_since(*sent) < run.args.loss_timeout);
+        if run.is_measuring() {
+            run.count(&run.counters.lost, (before - in_flight.len()) as u64);
+        }
+    }
+}
+
+impl Report {
+    fn micros(&self, quantile: f64) -> f64 {
+        self.hist.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn rps(&self) -> f64 {
+        self.replies as f64 / self.secs.max(1e-9)
+    }
+
+    fn print(&self, run: &Run) {
+        let a = &run.args;
+        let c = &run.counters;
+        let mode = match a.rate {
+            Some(rate) => format!("open loop at {rate} req/s"),
+            None => "closed loop".into(),
+        };
+        println!(
+            "tsecho bench {}: {} connections, pipeline {}, {}-byte requests, {:.1} s measured after {:.1} s warmup, {mode}",
+            run.endpoint,
+            a.conns,
+            a.pipeline,
+            a.size,
+            self.secs,
+            a.warmup.as_secs_f64()
+        );
+        println!(
+            "  requests   {:>12}  {:>12.0} req/s  {:>8.2} MiB/s",
+            self.replies,
+            self.rps(),
+            self.rps() * a.size as f64 / (1024.0 * 1024.0)
+        );
+        println!(
+            "  latency    p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
+            self.micros(0.5),
+            self.micros(0.9),
+            self.micros(0.99),
+            self.micros(0.999),
+            self.hist.max() as f64 / 1000.0
+        );
+        println!(
+            "  errors {}  mismatches {}  lost {}  late {}",
+            c.errors.load(Ordering::Relaxed),
+            c.mismatches.load(Ordering::Relaxed),
+            c.lost.load(Ordering::Relaxed),
+            c.late.load(Ordering::Relaxed)
+        );
+    }
+
+    fn json(&self, run: &Run) -> serde_json::Value {
+        let a = &run.args;
+        let c = &run.counters;
+        serde_json::json!({
+            "url": run.endpoint.to_string(),
+            "conns": a.conns,
+            "pipeline": a.pipeline,
+            "size": a.size,
+            "rate": a.rate,
+            "warmup": a.warmup.as_secs_f64(),
+            "secs": self.secs,
+            "replies": self.replies,
+            "rps": self.rps(),
+            "mib_s": self.rps() * a.size as f64 / (1024.0 * 1024.0),
+            "rx_mib_s": c.rx_bytes.load(Ordering::Relaxed) as f64 / self.secs.max(1e-9) / (1024.0 * 1024.0),
+            "mean_us": self.hist.mean() / 1000.0,
+            "p50_us": self.micros(0.5),
+            "p90_us": self.micros(0.9),
+            "p99_us": self.micros(0.99),
+            "p999_us": self.micros(0.999),
+            "max_us": self.hist.max() as f64 / 1000.0,
+            "errors": c.errors.load(Ordering::Relaxed),
+            "mismatches": c.mismatches.load(Ordering::Relaxed),
+            "lost": c.lost.load(Ordering::Relaxed),
+            "late": c.late.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_the_exact_size_and_their_sequence_number() {
+        let r = request(0x1f, 0xabc, 64);
+        assert_eq!(r.len(), 64);
+        assert!(r.starts_with(b"1f:abc|abc"));
+        assert!(r.ends_with(b"\n"));
+        let mut reply = b"[Wed Nov 25 09:05:03 2026] ".to_vec();
+        reply.extend_from_slice(&r);
+        assert_eq!(seq_of_reply(&reply, 64), Some(0xabc));
+        assert_eq!(seq_of_reply(b"short", 64), None);
+    }
+}
