@@ -19,11 +19,17 @@ fn read_of_lines(line_len: usize, total: usize) -> Vec<u8> {
 
 fn stamp_lines(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame_and_stamp");
-    for (name, format) in [("ctime", TimeFormat::Ctime), ("unix-ns", TimeFormat::UnixNs)] {
+    for (name, format) in [
+        ("ctime", TimeFormat::Ctime),
+        ("unix-ns", TimeFormat::UnixNs),
+    ] {
         for line_len in [64, 1024] {
             let read = read_of_lines(line_len, 16 * 1024);
             let lines = read.len() / line_len;
-            let mut stamper = Stamper::new(Arc::new(TimeStyle { format: format.clone(), utc: false }));
+            let mut stamper = Stamper::new(Arc::new(TimeStyle {
+                format: format.clone(),
+                utc: false,
+            }));
             let mut out = Vec::with_capacity(64 * 1024);
             group.throughput(Throughput::Elements(lines as u64));
             group.bench_function(format!("{name}/{line_len}B"), |b| {

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockRef;
@@ -44,6 +45,10 @@ thread_local! {
 /// A connected stream socket: TCP or Unix.
 pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// `readable` without a waiter node of its own: the connection's one
+    /// task uses the socket's single reader slot, which keeps ~150 bytes
+    /// off every idle connection.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
@@ -60,6 +65,9 @@ macro_rules! stream_socket {
         impl StreamSocket for $ty {
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$ty>::readable(self)
+            }
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$ty>::poll_read_ready(self, cx)
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
                 <$ty>::try_read(self, buf)
@@ -98,10 +106,12 @@ pub async fn serve<S: StreamSocket>(
         (ServiceKind::Discard, _) => Some(Responder::Discard),
         _ => None,
     };
+    // The rarer services are boxed so that their state does not enlarge
+    // every connection's task: an idle connection's memory is its task.
     let result = match (responder, service) {
         (Some(responder), _) => serve_requests(&mut sock, responder, stamper, &shared).await,
-        (None, ServiceKind::Chargen) => serve_chargen(&mut sock, &shared).await,
-        (None, _) => serve_one_reply(&mut sock, service, stamper, &shared).await,
+        (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
+        (None, _) => Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await,
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
@@ -288,7 +298,7 @@ async fn serve_requests<S: StreamSocket>(
         if !draining {
             tokio::select! {
                 biased;
-                ready = sock.readable() => ready?,
+                ready = std::future::poll_fn(|cx| sock.poll_read_ready(cx)) => ready?,
                 _ = &mut shutdown => continue,
                 _ = &mut timer => {
                     // The timer runs at the earliest moment a deadline could
@@ -334,22 +344,42 @@ async fn serve_requests<S: StreamSocket>(
             Err(e) => return Err(e),
         }
     }
-    close(sock, ex.at_eof, shared).await
+    Box::pin(close(sock, ex.at_eof, shared)).await
 }
 
-/// Writes `out` whole; a client that reads none of it for the write
-/// timeout loses its connection.
+/// Writes `out` whole. Nearly always the kernel takes it at once; only a
+/// slow client needs the waiting machinery, which is boxed so that it does
+/// not weigh on every idle connection.
 async fn write_out<S: StreamSocket>(
     sock: &mut S,
     out: &mut Vec<u8>,
     shared: &Shared,
 ) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match sock.try_write(&out[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if written < out.len() {
+        Box::pin(write_rest(sock, &out[written..], shared)).await?;
+    }
+    Stats::add(&shared.stats.bytes_out, out.len() as u64);
+    out.clear();
+    release_if_large(out);
+    Ok(())
+}
+
+/// A client that reads none of it for the write timeout loses its connection.
+async fn write_rest<S: StreamSocket>(sock: &mut S, rest: &[u8], shared: &Shared) -> io::Result<()> {
     let timeout = shared.options.limits.write_timeout;
-    // The write comes first: when it completes at once, as it nearly
-    // always does, the abort token is never even registered with.
+    // The write comes first: when it completes at once the abort token is
+    // never even registered with.
     tokio::select! {
         biased;
-        written = tokio::time::timeout(timeout, sock.write_all(out)) => match written {
+        written = tokio::time::timeout(timeout, sock.write_all(rest)) => match written {
             Ok(written) => written?,
             Err(_) => {
                 Stats::add(&shared.stats.closed_write_timeout, 1);
@@ -358,9 +388,6 @@ async fn write_out<S: StreamSocket>(
         },
         _ = shared.abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
     }
-    Stats::add(&shared.stats.bytes_out, out.len() as u64);
-    out.clear();
-    release_if_large(out);
     Ok(())
 }
 
