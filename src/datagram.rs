@@ -10,8 +10,9 @@
 //! byte budgeted (`rate_limit.rs`).
 
 use std::hash::{BuildHasher, RandomState};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net as std_unix;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +26,7 @@ use crate::rate_limit::{ResponseLimiter, Verdict};
 use crate::server::Shared;
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
+use crate::udp_batch::{BATCH, RecvBatch, SendBatch};
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
@@ -32,7 +34,7 @@ pub const REFLECTOR_PORTS: [u16; 11] = [7, 9, 13, 17, 19, 37, 53, 123, 161, 1900
 /// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
 const MAX_UDP_V4: usize = 65_507;
 const MAX_UDP_V6: usize = 65_527;
-/// Room for any datagram a Unix or UDP peer can send us.
+/// Room for any datagram a Unix peer can send us.
 const RECV_LEN: usize = 65_536;
 /// How long after a reply a datagram carrying it back counts as a loop.
 /// Shorter than any sensible client retry, longer than a bounce off a
@@ -42,24 +44,43 @@ const LOOP_SLOTS: usize = 1024;
 
 pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared>) {
     let mut answerer = Answerer::new(service, &shared);
-    let mut buf = vec![0; RECV_LEN];
+    let mut requests = RecvBatch::default();
+    let mut replies = SendBatch::default();
+    let fd = sock.as_raw_fd();
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return,
-            received = sock.recv_from(&mut buf) => received,
-        };
-        // Errors here are ICMP reports about earlier replies; they concern
-        // one peer, never the socket.
-        let Ok((len, peer)) = received else { continue };
-        if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
-            Stats::add(&shared.stats.datagrams_dropped_reflector_port, 1);
-            continue;
+            _ = &mut shutdown => return,
+            // Errors here are ICMP reports about earlier replies; they
+            // concern one peer, never the socket.
+            _ = sock.readable() => {}
         }
-        let peer_key = answerer.hasher.hash_one(peer);
-        let max = max_udp_payload(peer);
-        if let Some(reply) = answerer.answer(&buf[..len], peer_key, max, Some(peer.ip())) {
-            let _ = sock.send_to(reply, peer).await;
+        let received = sock.try_io(Interest::READABLE, || requests.recv(fd));
+        let Ok(count) = received else { continue };
+        if count < BATCH {
+            // The queue is drained: skip the receive that would only say so.
+            let _ = sock.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+        for i in 0..count {
+            let Some((request, peer)) = requests.get(i) else {
+                continue;
+            };
+            if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
+                Stats::add(&shared.stats.datagrams_dropped_reflector_port, 1);
+                continue;
+            }
+            let peer_key = answerer.hasher.hash_one(peer);
+            let max = max_udp_payload(peer);
+            if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
+                replies.push(reply, peer);
+            }
+        }
+        if !replies.is_empty() {
+            let _ = sock.async_io(Interest::WRITABLE, || replies.send(fd)).await;
         }
     }
 }

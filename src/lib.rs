@@ -17,6 +17,7 @@ mod server;
 pub mod service;
 pub mod stats;
 mod stream;
+mod udp_batch;
 
 pub use endpoint::{Address, Endpoint, Transport};
 pub use error::Error;

@@ -143,6 +143,8 @@ struct Exchange {
     at_eof: bool,
     /// When the unfinished line in `pending` began.
     partial_since: Option<Instant>,
+    /// Some input was answered since the line timer was last looked at.
+    progressed: bool,
     last_input: Instant,
 }
 
@@ -164,6 +166,7 @@ impl Exchange {
             replies: 0,
             at_eof: false,
             partial_since: None,
+            progressed: false,
             last_input: Instant::now(),
         }
     }
@@ -186,12 +189,22 @@ impl Exchange {
         }
     }
 
+    /// Keeps the line timer honest: it runs while an unanswered partial
+    /// line waits, and restarts whenever a piece of input was answered (a
+    /// huge line streamed at full speed is answered piece by piece and is
+    /// not a slow sender).
     fn note_input(&mut self, now: Instant) {
         self.last_input = now;
-        self.partial_since = match self.pending.is_empty() {
-            true => None,
-            false => self.partial_since.or(Some(now)),
+        let progressed = std::mem::take(&mut self.progressed);
+        self.partial_since = match (self.pending.is_empty(), progressed) {
+            (true, _) => None,
+            (false, true) => Some(now),
+            (false, false) => self.partial_since.or(Some(now)),
         };
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.pending.is_empty() || self.at_eof
     }
 
     /// Answers freshly read bytes, keeping whatever cannot be answered yet.
@@ -206,7 +219,7 @@ impl Exchange {
     }
 
     fn answer_pending(&mut self, now: SystemTime) {
-        if self.pending.is_empty() && !self.at_eof {
+        if !self.has_pending_work() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
@@ -219,6 +232,12 @@ impl Exchange {
     /// Answers from the front of `input` until it runs out of complete
     /// messages or the output budget is full; returns the bytes used.
     fn respond(&mut self, input: &[u8], now: SystemTime) -> usize {
+        let used = self.respond_inner(input, now);
+        self.progressed |= used > 0;
+        used
+    }
+
+    fn respond_inner(&mut self, input: &[u8], now: SystemTime) -> usize {
         let budget = self.budget;
         match self.responder {
             Responder::Lines { max_line } => {
@@ -282,7 +301,9 @@ async fn serve_requests<S: StreamSocket>(
     let timer = tokio::time::sleep_until(earliest_possible_deadline(Instant::now(), limits).into());
     tokio::pin!(timer);
     loop {
-        ex.answer_pending(SystemTime::now());
+        if ex.has_pending_work() {
+            ex.answer_pending(SystemTime::now());
+        }
         if !ex.out.is_empty() {
             Stats::add(
                 &shared.stats.stream_replies,
@@ -565,5 +586,20 @@ mod tests {
         ex.take_input(b" done\n", SystemTime::now());
         ex.note_input(t0 + Duration::from_secs(1));
         assert!(matches!(ex.input_deadline(&limits), (_, Expired::Idle)));
+    }
+
+    #[test]
+    fn an_answered_piece_of_a_long_line_restarts_the_line_timer() {
+        let limits = Limits::default();
+        let mut ex = exchange(Responder::Lines { max_line: 4 }, 1024);
+        let t0 = Instant::now();
+        ex.take_input(b"ab", SystemTime::now());
+        ex.note_input(t0);
+        let t1 = t0 + Duration::from_secs(30);
+        ex.take_input(b"cdef", SystemTime::now()); // "abcd" answered, "ef" waits
+        ex.note_input(t1);
+        assert!(
+            matches!(ex.input_deadline(&limits), (d, Expired::Line) if d == t1 + limits.line_timeout)
+        );
     }
 }

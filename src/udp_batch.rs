@@ -1,0 +1,255 @@
+//! Datagrams in batches: one `recvmmsg` fetches up to `BATCH` requests and
+//! one `sendmmsg` sends their replies, where a plain loop pays two system
+//! calls per datagram. The only unsafe code in tsecho lives here, confined
+//! to filling the kernel's message headers and reading back addresses.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::ptr;
+
+use socket2::SockAddr;
+
+/// Datagrams per system call.
+pub const BATCH: usize = 32;
+/// Room for the largest datagram.
+const SLOT: usize = 65_536;
+
+/// Received datagrams and their senders.
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    lens: [usize; BATCH],
+    count: usize,
+}
+
+/// Replies waiting to be sent, each with its destination.
+pub struct SendBatch {
+    bufs: Vec<u8>,
+    lens: [usize; BATCH],
+    addrs: Vec<SockAddr>,
+    sent: usize,
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid
+    // (AF_UNSPEC) value.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![0; BATCH * SLOT],
+            addrs: vec![zeroed_storage(); BATCH],
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Receives what is queued, up to `BATCH` datagrams, without blocking:
+    /// `WouldBlock` when nothing is.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+        for (i, (iov, header)) in iovecs.iter_mut().zip(headers.iter_mut()).enumerate() {
+            iov.iov_base = self.bufs[i * SLOT..].as_mut_ptr().cast();
+            iov.iov_len = SLOT;
+            header.msg_hdr.msg_name = ptr::from_mut(&mut self.addrs[i]).cast();
+            header.msg_hdr.msg_namelen =
+                mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a buffer of SLOT bytes and an
+        // address of the declared size, all owned by `self` or this frame
+        // and alive for the whole call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.count = n as usize;
+        for (len, header) in self.lens.iter_mut().zip(&headers).take(self.count) {
+            *len = header.msg_len as usize;
+        }
+        Ok(self.count)
+    }
+
+    /// The `i`th datagram received and its sender (None for a sender that
+    /// is not an IP address, which a UDP socket does not produce).
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let data = &self.bufs[i * SLOT..i * SLOT + self.lens[i].min(SLOT)];
+        Some((data, socket_addr(&self.addrs[i])?))
+    }
+}
+
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET), and
+            // sockaddr_storage is large and aligned enough for it.
+            let sin: libc::sockaddr_in = unsafe { ptr::read(ptr::from_ref(storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6 and AF_INET6.
+            let sin6: libc::sockaddr_in6 = unsafe { ptr::read(ptr::from_ref(storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            bufs: vec![0; BATCH * SLOT],
+            lens: [0; BATCH],
+            addrs: Vec::with_capacity(BATCH),
+            sent: 0,
+        }
+    }
+}
+
+impl SendBatch {
+    pub fn is_empty(&self) -> bool {
+        self.sent == self.addrs.len()
+    }
+
+    /// Queues a reply (at most 64 KiB; longer ones are cut by the caller).
+    pub fn push(&mut self, reply: &[u8], to: SocketAddr) {
+        let i = self.addrs.len();
+        if i == BATCH {
+            return;
+        }
+        let len = reply.len().min(SLOT);
+        self.bufs[i * SLOT..i * SLOT + len].copy_from_slice(&reply[..len]);
+        self.lens[i] = len;
+        self.addrs.push(SockAddr::from(to));
+    }
+
+    /// Sends what is queued and not sent yet. A reply the kernel refuses
+    /// for its own reasons (not `WouldBlock`) is skipped, so one bad
+    /// destination cannot hold up the rest.
+    pub fn send(&mut self, fd: RawFd) -> io::Result<()> {
+        while !self.is_empty() {
+            let pending = self.addrs.len() - self.sent;
+            // SAFETY: plain old data, zeroes are valid.
+            let mut iovecs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+            let mut headers: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+            for k in 0..pending {
+                let i = self.sent + k;
+                iovecs[k].iov_base = self.bufs[i * SLOT..].as_mut_ptr().cast();
+                iovecs[k].iov_len = self.lens[i];
+                let header = &mut headers[k].msg_hdr;
+                // sendmmsg only reads the address.
+                header.msg_name = self.addrs[i].as_ptr().cast_mut().cast();
+                header.msg_namelen = self.addrs[i].len();
+                header.msg_iov = &mut iovecs[k];
+                header.msg_iovlen = 1;
+            }
+            // SAFETY: each header points at `lens[i]` initialised bytes and
+            // an address of `len()` bytes, alive for the whole call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    headers.as_mut_ptr(),
+                    pending as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::WouldBlock {
+                    return Err(err);
+                }
+                self.sent += 1;
+            } else {
+                self.sent += n as usize;
+            }
+        }
+        self.addrs.clear();
+        self.sent = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back_with_its_senders() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let mut out = SendBatch::default();
+        for i in 0..5u8 {
+            out.push(&[i; 3], to);
+        }
+        out.send(client.as_raw_fd()).unwrap();
+        assert!(out.is_empty());
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            match batch.recv(server.as_raw_fd()) {
+                Ok(n) => {
+                    got.extend((0..n).map(|i| batch.get(i).map(|(d, a)| (d.to_vec(), a)).unwrap()))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let from = client.local_addr().unwrap();
+        assert_eq!(
+            got,
+            (0..5u8).map(|i| (vec![i; 3], from)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn ipv6_senders_are_decoded() {
+        let Ok(server) = std::net::UdpSocket::bind("[::1]:0") else {
+            eprintln!("SKIPPED: no IPv6 loopback");
+            return;
+        };
+        let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        client
+            .send_to(b"six", server.local_addr().unwrap())
+            .unwrap();
+        let mut batch = RecvBatch::default();
+        loop {
+            match batch.recv(server.as_raw_fd()) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(
+            batch.get(0),
+            Some((&b"six"[..], client.local_addr().unwrap()))
+        );
+    }
+}
