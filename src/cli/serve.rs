@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "TSECHO_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
 
+    /// Threads serving connections [default: the CPUs this process may
+    /// use]; 1 runs everything on one thread.
+    #[arg(long, value_name = "N", env = "TSECHO_THREADS")]
+    threads: Option<usize>,
+
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -286,7 +291,7 @@ fn inetd_endpoints(base: u16) -> Result<Vec<Endpoint>, Error> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let endpoints = args.endpoints()?;
-    let runtime = runtime_for_this_machine().context("starting the runtime")?;
+    let runtime = build_runtime(args.threads).context("starting the runtime")?;
     runtime.block_on(async {
         let mut server = Server::builder().options(args.options());
         for endpoint in endpoints {
@@ -301,17 +306,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// On one CPU (or pinned to one) a single-threaded runtime: one FIFO run
-/// queue serves a thousand connections fairly, where the work-stealing
-/// scheduler's bounded local queue spills to a global one that is visited
-/// less often (measured: p99 at 1000 connections fell from ~8x to ~1.1x the C
-/// reference). On more CPUs, the work-stealing runtime.
-fn runtime_for_this_machine() -> std::io::Result<tokio::runtime::Runtime> {
+/// One thread: a single-threaded runtime, whose one FIFO run queue serves a
+/// thousand connections fairly, where the work-stealing scheduler's bounded
+/// local queue spills to a global one that is visited less often
+/// (measured: p99 at 1000 connections fell from ~8x to ~1.1x the C
+/// reference). More threads: the work-stealing runtime.
+fn build_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut builder = if cpus == 1 {
+    let threads = threads.unwrap_or(cpus).max(1);
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
     };
     builder.enable_all().build()
 }
