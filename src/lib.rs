@@ -12,11 +12,13 @@ pub mod error;
 pub mod framing;
 pub mod limits;
 pub mod listener;
+mod metrics;
 mod rate_limit;
 mod server;
 pub mod service;
 pub mod stats;
 mod stream;
+pub mod systemd;
 mod udp_batch;
 
 pub use endpoint::{Address, Endpoint, Transport};

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
+use crate::service::ServiceKind;
 
 /// Connections the kernel may queue before we accept them; bursts of
 /// thousands of connects must not overflow it (the kernel caps it at
@@ -40,6 +41,68 @@ pub struct Bound {
     pub local: LocalAddr,
     /// The endpoint as bound: port 0 replaced by the real port.
     pub endpoint: Endpoint,
+}
+
+/// Serves a socket someone else bound, such as systemd: its transport and
+/// address are read from the socket itself.
+pub fn adopt(service: ServiceKind, socket: Socket) -> Result<Bound, Error> {
+    adopt_inner(service, socket).map_err(|reason| Error::Listen {
+        endpoint: "an inherited socket".into(),
+        reason,
+    })
+}
+
+fn adopt_inner(service: ServiceKind, socket: Socket) -> io::Result<Bound> {
+    socket.set_nonblocking(true)?;
+    let stream = socket.r#type()? == Type::STREAM;
+    let local = socket.local_addr()?;
+    let (address, local_addr) = if let Some(addr) = local.as_socket() {
+        let host = addr.ip().to_string();
+        (
+            Address::Inet {
+                host,
+                port: addr.port(),
+            },
+            LocalAddr::Inet(addr),
+        )
+    } else if let Some(path) = local.as_pathname() {
+        (
+            Address::Path(path.to_path_buf()),
+            LocalAddr::Path(path.to_path_buf()),
+        )
+    } else if let Some(name) = local.as_abstract_namespace() {
+        let name = String::from_utf8_lossy(name).into_owned();
+        (Address::Abstract(name.clone()), LocalAddr::Abstract(name))
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "inherited socket is not IP or Unix",
+        ));
+    };
+    let inet = matches!(local_addr, LocalAddr::Inet(_));
+    let (transport, bound) = match (inet, stream) {
+        (true, true) => (
+            Transport::Tcp,
+            BoundSocket::Tcp(TcpListener::from_std(socket.into())?),
+        ),
+        (true, false) => (
+            Transport::Udp,
+            BoundSocket::Udp(UdpSocket::from_std(socket.into())?),
+        ),
+        (false, true) => (
+            Transport::Unix,
+            BoundSocket::Unix(UnixListener::from_std(socket.into())?),
+        ),
+        (false, false) => (
+            Transport::UnixGram,
+            BoundSocket::UnixGram(UnixDatagram::from_std(socket.into())?),
+        ),
+    };
+    Ok(Bound {
+        socket: bound,
+        local: local_addr,
+        endpoint: Endpoint::new(service, transport, address),
+    })
 }
 
 pub async fn bind(endpoint: &Endpoint) -> Result<Bound, Error> {

@@ -6,18 +6,33 @@ mod cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tsecho::error::{EX_SOFTWARE, EX_USAGE, io_exit_code};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tsecho",
-    version,
+    version = VERSION,
     about = "Timestamp echo server and clients, plus the inetd small services"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TSECHO_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Log level or filter (error, warn, info, debug, trace, or RUST_LOG
+    /// syntax); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info", env = "TSECHO_LOG_LEVEL")]
+    log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +47,21 @@ enum Command {
     Bench(cli::bench::Args),
     /// List the services with their RFCs and ports.
     Services,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Man,
 }
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("TSECHO_GIT_REVISION"),
+    ")"
+);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -42,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EX_USAGE as u8 } else { 0 });
         }
     };
-    init_logging();
+    init_logging(cli.log_format, &cli.log_level);
     let result = match cli.command {
         Command::Serve(args) => cli::serve::run(args).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
@@ -52,6 +81,14 @@ fn main() -> ExitCode {
             cli::services::run();
             Ok(0)
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tsecho", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| 0)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -73,13 +110,15 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 }
 
 /// Logs go to stderr, so the reply stream on stdout never carries them.
-fn init_logging() {
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }

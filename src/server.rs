@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +32,8 @@ pub struct Options {
     /// How long shutdown waits for connections to finish their replies.
     pub drain_timeout: Duration,
     pub limits: Limits,
+    /// Where to serve /metrics, /healthz and /readyz (a tcp:// endpoint).
+    pub metrics: Option<Endpoint>,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             framing: Framing::default(),
             drain_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            metrics: None,
         }
     }
 }
@@ -75,9 +79,10 @@ pub(crate) struct Shared {
 /// server.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Server {
     endpoints: Vec<Endpoint>,
+    inherited: Vec<(ServiceKind, socket2::Socket)>,
     options: Options,
 }
 
@@ -97,6 +102,12 @@ impl Server {
         self
     }
 
+    /// Serves a socket bound elsewhere (systemd socket activation).
+    pub fn inherited(mut self, service: ServiceKind, socket: socket2::Socket) -> Self {
+        self.inherited.push((service, socket));
+        self
+    }
+
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;
         self
@@ -104,10 +115,14 @@ impl Server {
 
     /// Binds every listener (all or nothing), then starts serving.
     pub async fn start(self) -> Result<ServerHandle, Error> {
-        if self.endpoints.is_empty() {
+        if self.endpoints.is_empty() && self.inherited.is_empty() {
             return Err(Error::Usage("no listener given".into()));
         }
-        let mut bound = Vec::with_capacity(self.endpoints.len());
+        let mut bound = Vec::with_capacity(self.endpoints.len() + self.inherited.len());
+        for (service, socket) in self.inherited {
+            bound.push(listener::adopt(service, socket)?);
+        }
+        // Files of inherited sockets belong to whoever bound them.
         let mut socket_files = Vec::new();
         for endpoint in &self.endpoints {
             let b = match listener::bind(endpoint).await {
@@ -136,6 +151,10 @@ impl Server {
             reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
             gate: Arc::new(ConnectionGate::default()),
         });
+        let metrics_listener = match &shared.options.metrics {
+            Some(endpoint) => Some(bind_metrics(endpoint).await?),
+            None => None,
+        };
         let tracker = TaskTracker::new();
         let mut listeners = Vec::with_capacity(bound.len());
         for b in bound {
@@ -159,11 +178,21 @@ impl Server {
                 }
             };
         }
+        let metrics = metrics_listener.map(|(addr, listener)| {
+            tracing::info!("metrics on http://{addr}/metrics");
+            // Outside the task tracker: it must keep answering (503 on
+            // /readyz) while connections drain.
+            (
+                addr,
+                tokio::spawn(crate::metrics::serve(listener, shared.clone())),
+            )
+        });
         Ok(ServerHandle {
             listeners,
             shared,
             tracker,
             socket_files,
+            metrics,
         })
     }
 }
@@ -183,6 +212,22 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     tracker: TaskTracker,
     socket_files: Vec<PathBuf>,
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
+}
+
+async fn bind_metrics(endpoint: &Endpoint) -> Result<(SocketAddr, TcpListener), Error> {
+    if endpoint.transport != Transport::Tcp {
+        return Err(Error::Usage(format!(
+            "--metrics needs a tcp:// endpoint, not {endpoint}"
+        )));
+    }
+    let bound = listener::bind(endpoint).await?;
+    let (BoundSocket::Tcp(listener), LocalAddr::Inet(addr)) = (bound.socket, bound.local) else {
+        return Err(Error::Usage(format!(
+            "--metrics needs a tcp:// endpoint, not {endpoint}"
+        )));
+    };
+    Ok((addr, listener))
 }
 
 impl ServerHandle {
@@ -206,6 +251,11 @@ impl ServerHandle {
         self.addr(Transport::Udp)
     }
 
+    /// Where /metrics, /healthz and /readyz are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()
     }
@@ -225,6 +275,9 @@ impl ServerHandle {
             self.shared.abort.cancel();
             self.tracker.wait().await;
         }
+        if let Some((_, task)) = &self.metrics {
+            task.abort();
+        }
     }
 }
 
@@ -232,6 +285,9 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
         self.shared.abort.cancel();
+        if let Some((_, task)) = &self.metrics {
+            task.abort();
+        }
         remove_files(&self.socket_files);
     }
 }

@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "TSECHO_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
 
+    /// Serve Prometheus metrics on /metrics, liveness on /healthz and
+    /// readiness on /readyz (503 while draining) at this tcp:// URL.
+    #[arg(long, value_name = "URL", env = "TSECHO_METRICS")]
+    metrics: Option<String>,
+
     /// Threads serving connections [default: the CPUs this process may
     /// use]; 1 runs everything on one thread.
     #[arg(long, value_name = "N", env = "TSECHO_THREADS")]
@@ -245,6 +250,7 @@ impl Args {
             framing,
             drain_timeout: self.drain_timeout,
             limits: self.limits.limits(),
+            metrics: None,
         }
     }
 
@@ -290,17 +296,42 @@ fn inetd_endpoints(base: u16) -> Result<Vec<Endpoint>, Error> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let endpoints = args.endpoints()?;
+    // Before any thread exists: taking them edits the environment.
+    let activated = tsecho::systemd::take_activated_sockets();
+    let mut endpoints = args.endpoints()?;
+    if !activated.is_empty() && args.listen.is_empty() && !args.inetd {
+        // systemd's sockets replace the defaults, as --listen would.
+        endpoints.clear();
+    }
+    let mut options = args.options();
+    options.metrics = args.metrics.as_deref().map(str::parse).transpose()?;
     let runtime = build_runtime(args.threads).context("starting the runtime")?;
     runtime.block_on(async {
-        let mut server = Server::builder().options(args.options());
+        let mut server = Server::builder().options(options);
+        for (service, socket) in activated {
+            server = server.inherited(service, socket);
+        }
         for endpoint in endpoints {
             server = server.endpoint(endpoint);
         }
         let handle = server.start().await?;
+        tsecho::systemd::notify("READY=1\nSTATUS=serving");
+        let watchdog = tsecho::systemd::watchdog_interval().map(|every| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    tsecho::systemd::notify("WATCHDOG=1");
+                }
+            })
+        });
         wait_for_stop_signal().await?;
         tracing::info!("stopping: draining connections");
+        tsecho::systemd::notify("STOPPING=1\nSTATUS=draining");
         handle.shutdown().await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     })

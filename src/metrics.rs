@@ -1,0 +1,177 @@
+//! The operator's window: Prometheus metrics on `/metrics`, liveness on
+//! `/healthz`, and readiness on `/readyz` (503 once draining, so a load
+//! balancer stops sending new clients before the listeners close).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::server::Shared;
+use crate::stats::Snapshot;
+
+/// Serves HTTP until the task is aborted (after the drain).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(request, shared.clone()));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let draining = shared.shutdown.is_cancelled();
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            exposition(&shared.stats.snapshot(), shared.gate.open(), draining),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" if draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".to_string(),
+        ),
+        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+/// The counters in Prometheus text format (version 0.0.4).
+pub fn exposition(s: &Snapshot, open: usize, draining: bool) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        // Counters end in _total, and in this format the family is named
+        // exactly as its samples.
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        let _ = writeln!(out, "# HELP tsecho_{name}{suffix} {help}");
+        let _ = writeln!(out, "# TYPE tsecho_{name}{suffix} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "tsecho_{name}{suffix}{labels} {value}");
+        }
+    };
+    metric(
+        "connections_open",
+        "gauge",
+        "Stream connections open now.",
+        &[("", open as u64)],
+    );
+    metric(
+        "connections_accepted",
+        "counter",
+        "Stream connections accepted.",
+        &[("", s.connections_accepted)],
+    );
+    metric(
+        "connections_rejected",
+        "counter",
+        "Connections closed at once by a limit.",
+        &[
+            ("{reason=\"max_connections\"}", s.connections_rejected_max),
+            ("{reason=\"per_ip\"}", s.connections_rejected_per_ip),
+        ],
+    );
+    metric(
+        "connections_closed_by_timeout",
+        "counter",
+        "Connections closed by a timeout.",
+        &[
+            ("{reason=\"idle\"}", s.closed_idle_timeout),
+            ("{reason=\"line\"}", s.closed_line_timeout),
+            ("{reason=\"write\"}", s.closed_write_timeout),
+        ],
+    );
+    metric(
+        "accept_errors",
+        "counter",
+        "Failed accepts.",
+        &[("", s.accept_errors)],
+    );
+    metric(
+        "stream_replies",
+        "counter",
+        "Replies sent on streams.",
+        &[("", s.stream_replies)],
+    );
+    metric(
+        "datagram_replies",
+        "counter",
+        "Datagrams answered.",
+        &[("", s.datagram_replies)],
+    );
+    metric(
+        "datagram_replies_truncated",
+        "counter",
+        "Datagram replies cut to fit.",
+        &[("", s.datagram_replies_truncated)],
+    );
+    metric(
+        "datagrams_dropped",
+        "counter",
+        "Datagrams not answered, by reason.",
+        &[
+            (
+                "{reason=\"reflector_port\"}",
+                s.datagrams_dropped_reflector_port,
+            ),
+            ("{reason=\"loop\"}", s.datagrams_dropped_loop),
+            ("{reason=\"rate_limit\"}", s.datagrams_dropped_rate_limit),
+            ("{reason=\"byte_budget\"}", s.datagrams_dropped_byte_budget),
+        ],
+    );
+    metric(
+        "datagrams_slipped",
+        "counter",
+        "Datagrams over the rate answered anyway.",
+        &[("", s.datagrams_slipped)],
+    );
+    metric(
+        "received_bytes",
+        "counter",
+        "Bytes read from clients.",
+        &[("", s.bytes_in)],
+    );
+    metric(
+        "sent_bytes",
+        "counter",
+        "Bytes written to clients.",
+        &[("", s.bytes_out)],
+    );
+    metric(
+        "draining",
+        "gauge",
+        "1 while shutting down.",
+        &[("", u64::from(draining))],
+    );
+    out
+}

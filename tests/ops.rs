@@ -1,0 +1,282 @@
+//! Operating tsecho: metrics and health endpoints scraped with curl (and
+//! checked by promtool), JSON logs, systemd readiness notifications, and
+//! socket activation by systemd-socket-activate.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ServeProcess, have_tool, socket_path, split_ctime_stamp, tsecho_bin};
+
+fn curl(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+/// Reads the server's log until a line containing `needle`; returns it.
+fn log_line_with(server: &mut ServeProcess, needle: &str) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(
+            server.stderr.read_line(&mut line).unwrap() > 0,
+            "log ended before {needle:?}"
+        );
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
+    if !have_tool("curl") {
+        return;
+    }
+    let mut server = ServeProcess::start(
+        &[
+            "-l",
+            "tcp://127.0.0.1:0",
+            "-l",
+            "udp://127.0.0.1:0",
+            "--metrics",
+            "tcp://127.0.0.1:0",
+        ],
+        2,
+    );
+    let line = log_line_with(&mut server, "metrics on http://");
+    let base = line[line.find("http://").unwrap()..]
+        .trim()
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    conn.write_all(b"one\ntwo\nthree\n").unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for _ in 0..3 {
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send_to(b"dgram", server.addr(1)).unwrap();
+    udp.recv(&mut [0; 128]).unwrap();
+
+    let (code, body) = curl(&format!("{base}/metrics"));
+    assert_eq!(code, 200);
+    assert_eq!(metric(&body, "tsecho_stream_replies_total"), 3);
+    assert_eq!(metric(&body, "tsecho_datagram_replies_total"), 1);
+    assert_eq!(metric(&body, "tsecho_received_bytes_total"), 14 + 5);
+    assert_eq!(metric(&body, "tsecho_connections_open"), 1);
+    if have_tool("promtool") {
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(curl(&format!("{base}/healthz")).0, 200);
+    assert_eq!(curl(&format!("{base}/readyz")).0, 200);
+
+    // Our connection stays open, so the drain lingers over it a moment.
+    server.signal("TERM");
+    log_line_with(&mut server, "stopping: draining");
+    let (code, body) = curl(&format!("{base}/readyz"));
+    assert_eq!((code, body.trim()), (503, "draining"));
+    drop(conn);
+    assert!(server.child.wait().unwrap().success());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = Command::new(tsecho_bin())
+        .args(["serve", "-l", "tcp://127.0.0.1:0", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["level"], "INFO");
+    assert!(
+        record["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on tcp://127.0.0.1:")
+    );
+}
+
+#[test]
+fn sd_notify_reports_ready_watchdog_and_stopping() {
+    let path = socket_path("notify");
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(tsecho_bin())
+        .args(["serve", "-l", "tcp://127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0; 256];
+    let received = |buf: &mut [u8]| {
+        let n = notify.recv(buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(received(&mut buf).starts_with("READY=1"));
+    assert_eq!(received(&mut buf), "WATCHDOG=1");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        let message = received(&mut buf);
+        if message.starts_with("STOPPING=1") {
+            break;
+        }
+        assert_eq!(message, "WATCHDOG=1");
+    }
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&path);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// systemd-socket-activate binds, prints "Listening on ...", and execs
+/// tsecho with the socket as fd 3 when the first client arrives.
+fn socket_activated(extra: &[&str], port: u16) -> std::process::Child {
+    let mut child = Command::new("systemd-socket-activate")
+        .args(extra)
+        .args(["-l", &format!("127.0.0.1:{port}"), tsecho_bin(), "serve"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    child
+}
+
+#[test]
+fn socket_activation_over_tcp_and_udp_with_named_services() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    let port = free_port();
+    let mut tcp = socket_activated(&[], port);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"activated\n").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).unwrap();
+    assert_eq!(split_ctime_stamp(&reply).1, b"activated\n");
+    let _ = tcp.kill();
+    let _ = tcp.wait();
+
+    let port = free_port();
+    let mut udp = socket_activated(&["--datagram", "--fdname=echo"], port);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(b"echoed", SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    let mut buf = [0; 64];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"echoed",
+        "the fd name selected the echo service"
+    );
+    let _ = udp.kill();
+    let _ = udp.wait();
+}
+
+#[test]
+fn version_completions_and_man_page() {
+    let out = Command::new(tsecho_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        version.starts_with("tsecho 0.") && version.contains("(git "),
+        "{version}"
+    );
+
+    let out = Command::new(tsecho_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("_tsecho") && script.contains("--listen"));
+    if have_tool("bash") {
+        let path = socket_path("completion").with_extension("bash");
+        std::fs::write(&path, &script).unwrap();
+        let syntax = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(syntax.success(), "bash -n rejects the completion script");
+    }
+
+    let out = Command::new(tsecho_bin()).arg("man").output().unwrap();
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tsecho"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+}
