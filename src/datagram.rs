@@ -24,6 +24,7 @@ use crate::clock::Stamper;
 use crate::limits::Limits;
 use crate::rate_limit::{ResponseLimiter, Verdict};
 use crate::server::Shared;
+use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
 use crate::udp_batch::{BATCH, RecvBatch, SendBatch};
@@ -47,6 +48,9 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
     let fd = sock.as_raw_fd();
+    let local = sock
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(shutdown);
     loop {
@@ -75,6 +79,7 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             }
             let peer_key = answerer.hasher.hash_one(peer);
             let max = max_udp_payload(peer);
+            answerer.note_addresses(&peer, &local);
             if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
                 replies.push(reply, peer);
             }
@@ -111,6 +116,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Ar
             .hasher
             .hash_one((peer.as_pathname(), peer.as_abstract_name()));
         let peer: std_unix::SocketAddr = peer.into();
+        answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
         if let Some(reply) = answerer.answer(&buf[..len], peer_key, usize::MAX, None) {
             let _ = sock
                 .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
@@ -136,6 +142,8 @@ struct Answerer<'a> {
     stats: &'a Stats,
     limits: &'a Limits,
     limiter: ResponseLimiter,
+    template: Option<Arc<Template>>,
+    origin: Origin,
 }
 
 #[derive(Clone, Copy)]
@@ -163,6 +171,24 @@ impl<'a> Answerer<'a> {
             stats: &shared.stats,
             limits: &shared.options.limits,
             limiter: ResponseLimiter::new(&shared.options.limits.udp),
+            template: shared.options.reply_template.clone(),
+            origin: Origin {
+                host: shared.host.clone(),
+                ..Origin::default()
+            },
+        }
+    }
+
+    /// Only a reply template shows the peer and local address; plain
+    /// replies never pay for formatting them.
+    fn note_addresses(&mut self, peer: &dyn std::fmt::Display, local: &dyn std::fmt::Display) {
+        if self.template.is_some() {
+            use std::fmt::Write;
+            self.origin.peer.clear();
+            let _ = write!(self.origin.peer, "{peer}");
+            if self.origin.local.is_empty() {
+                let _ = write!(self.origin.local, "{local}");
+            }
         }
     }
 
@@ -181,14 +207,22 @@ impl<'a> Answerer<'a> {
             return None;
         }
         self.out.clear();
-        if !service::datagram_reply(
-            self.service,
-            request,
-            SystemTime::now(),
-            &mut self.stamper,
-            &mut self.out,
-        ) {
-            return None;
+        let now = SystemTime::now();
+        match (&self.template, self.service) {
+            (Some(template), ServiceKind::Stamp) => {
+                template.write(self.stamper.text(now), request, &self.origin, &mut self.out)
+            }
+            _ => {
+                if !service::datagram_reply(
+                    self.service,
+                    request,
+                    now,
+                    &mut self.stamper,
+                    &mut self.out,
+                ) {
+                    return None;
+                }
+            }
         }
         if self.out.len() > max_len {
             self.out.truncate(max_len);

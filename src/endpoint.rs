@@ -64,6 +64,8 @@ pub struct Endpoint {
     pub service: ServiceKind,
     pub transport: Transport,
     pub address: Address,
+    /// Connections start with a PROXY protocol header (`proxy+tcp://`).
+    pub proxy: bool,
 }
 
 impl Endpoint {
@@ -72,6 +74,7 @@ impl Endpoint {
             service,
             transport,
             address,
+            proxy: false,
         }
     }
 
@@ -95,9 +98,17 @@ impl FromStr for Endpoint {
         let (scheme, rest) = input
             .split_once("://")
             .ok_or_else(|| invalid("expected SCHEME://ADDRESS, e.g. tcp://[::]:21567".into()))?;
-        let (service, transport) = match scheme.split_once('+') {
-            Some((service, transport)) => (service.parse::<ServiceKind>()?, transport),
-            None => (ServiceKind::Stamp, scheme),
+        // SERVICE+proxy+TRANSPORT, each prefix optional.
+        let mut prefixes: Vec<&str> = scheme.split('+').collect();
+        let transport = prefixes.pop().unwrap_or(scheme);
+        let proxy = prefixes.last() == Some(&"proxy");
+        if proxy {
+            prefixes.pop();
+        }
+        let service = match prefixes.as_slice() {
+            [] => ServiceKind::Stamp,
+            [service] => service.parse::<ServiceKind>()?,
+            _ => return Err(invalid("expected at most SERVICE+proxy+TRANSPORT".into())),
         };
         let transport = Transport::ALL
             .into_iter()
@@ -107,12 +118,20 @@ impl FromStr for Endpoint {
                     "unknown transport {transport:?} (valid: tcp, udp, unix, unixgram)"
                 ))
             })?;
+        if proxy && transport != Transport::Tcp {
+            return Err(invalid(
+                "the PROXY protocol works on tcp:// listeners only".into(),
+            ));
+        }
         let address = if transport.is_inet() {
             parse_inet(rest).map_err(invalid)?
         } else {
             parse_unix(rest).map_err(invalid)?
         };
-        Ok(Endpoint::new(service, transport, address))
+        Ok(Endpoint {
+            proxy,
+            ..Endpoint::new(service, transport, address)
+        })
     }
 }
 
@@ -168,6 +187,9 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.service != ServiceKind::Stamp {
             write!(f, "{}+", self.service)?;
+        }
+        if self.proxy {
+            f.write_str("proxy+")?;
         }
         write!(f, "{}://{}", self.transport.scheme(), self.address)
     }
@@ -239,6 +261,8 @@ mod tests {
             "unix://",
             "unix://@",
             "gopher+tcp://:70",
+            "proxy+udp://:1",
+            "echo+echo+tcp://:1",
         ] {
             let err = bad.parse::<Endpoint>().unwrap_err();
             assert!(!err.to_string().is_empty(), "{bad}");
@@ -271,7 +295,10 @@ mod tests {
                 "[a-zA-Z0-9_.-]{1,30}".prop_map(Address::Abstract),
             ],
         );
-        (service, prop_oneof![inet, unix]).prop_map(|(s, (t, a))| Endpoint::new(s, t, a))
+        (service, prop_oneof![inet, unix], any::<bool>()).prop_map(|(s, (t, a), proxy)| Endpoint {
+            proxy: proxy && t == Transport::Tcp,
+            ..Endpoint::new(s, t, a)
+        })
     }
 
     proptest! {
@@ -298,6 +325,8 @@ mod tests {
             "unixgram://@name",
             "echo+tcp://:7",
             "time+unix:///run/time.sock",
+            "proxy+tcp://:21567",
+            "echo+proxy+tcp://127.0.0.1:7",
         ] {
             assert_eq!(parse(s).to_string(), s);
         }

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod limits;
 pub mod listener;
 mod metrics;
+pub mod proxy_protocol;
 mod rate_limit;
 mod server;
 pub mod service;

@@ -38,7 +38,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (stamp on TCP and UDP port 21567 by default).
-    Serve(cli::serve::Args),
+    Serve(Box<cli::serve::Args>),
     /// Send lines to a server and print its replies.
     Client(cli::client::Args),
     /// Round trips and the server's clock offset, like ping(8).
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format, &cli.log_level);
     let result = match cli.command {
-        Command::Serve(args) => cli::serve::run(args).map(|()| 0),
+        Command::Serve(args) => cli::serve::run(*args).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
         Command::Bench(args) => cli::bench::run(args),

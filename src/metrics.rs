@@ -118,6 +118,15 @@ pub fn exposition(s: &Snapshot, open: usize, draining: bool) -> String {
         &[("", s.accept_errors)],
     );
     metric(
+        "proxy_rejected",
+        "counter",
+        "Connections closed over the PROXY protocol, by reason.",
+        &[
+            ("{reason=\"untrusted\"}", s.proxy_rejected_untrusted),
+            ("{reason=\"malformed\"}", s.proxy_rejected_malformed),
+        ],
+    );
+    metric(
         "stream_replies",
         "counter",
         "Replies sent on streams.",

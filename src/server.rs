@@ -20,7 +20,9 @@ use crate::error::Error;
 use crate::framing::Framing;
 use crate::limits::{ConnectionGate, Limits, Refusal};
 use crate::listener::{self, BoundSocket, LocalAddr};
+use crate::proxy_protocol;
 use crate::service::ServiceKind;
+use crate::service::stamp::{Origin, Template};
 use crate::stats::{Snapshot, Stats};
 use crate::stream::{self, StreamSocket};
 
@@ -34,6 +36,12 @@ pub struct Options {
     pub limits: Limits,
     /// Where to serve /metrics, /healthz and /readyz (a tcp:// endpoint).
     pub metrics: Option<Endpoint>,
+    /// Replies shaped by `--reply-template` instead of `[time] msg`.
+    pub reply_template: Option<Arc<Template>>,
+    /// `{host}` in templates; the machine's hostname when unset.
+    pub instance: Option<String>,
+    /// Peers allowed to send PROXY protocol headers.
+    pub proxy_trusted: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -44,6 +52,9 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(5),
             limits: Limits::default(),
             metrics: None,
+            reply_template: None,
+            instance: None,
+            proxy_trusted: Vec::new(),
         }
     }
 }
@@ -60,6 +71,42 @@ pub(crate) struct Shared {
     /// Source ports a UDP reply never goes to, our own included.
     pub reflector_ports: Vec<u16>,
     pub gate: Arc<ConnectionGate>,
+    /// `{host}` in reply templates.
+    pub host: Arc<str>,
+}
+
+impl Shared {
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.options
+            .proxy_trusted
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+
+    /// What a reply template may say about a connection; only built when
+    /// the template uses it.
+    fn origin_for<S: StreamSocket>(
+        &self,
+        sock: &S,
+        peer: Option<SocketAddr>,
+    ) -> Option<Box<Origin>> {
+        let template = self.options.reply_template.as_ref()?;
+        template.needs_origin().then(|| {
+            Box::new(Origin {
+                peer: peer.map_or_else(|| "unix".to_string(), |p| p.to_string()),
+                local: sock.local_text(),
+                host: self.host.clone(),
+            })
+        })
+    }
+}
+
+/// The machine's name for `{host}`, as the kernel knows it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Builds a server from listener URLs and options.
@@ -142,6 +189,12 @@ impl Server {
             (BoundSocket::Udp(_), LocalAddr::Inet(addr)) => Some(addr.port()),
             _ => None,
         });
+        let host: Arc<str> = self
+            .options
+            .instance
+            .clone()
+            .unwrap_or_else(hostname)
+            .into();
         let shared = Arc::new(Shared {
             style: Arc::new(self.options.time.clone()),
             options: self.options,
@@ -150,6 +203,7 @@ impl Server {
             abort: CancellationToken::new(),
             reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
             gate: Arc::new(ConnectionGate::default()),
+            host,
         });
         let metrics_listener = match &shared.options.metrics {
             Some(endpoint) => Some(bind_metrics(endpoint).await?),
@@ -165,13 +219,20 @@ impl Server {
             });
             let service = b.endpoint.service;
             let task_shared = shared.clone();
+            // Stream listeners take the whole endpoint (service and PROXY).
             match b.socket {
-                BoundSocket::Tcp(l) => {
-                    tracker.spawn(accept_loop(l, service, task_shared, tracker.clone()))
-                }
-                BoundSocket::Unix(l) => {
-                    tracker.spawn(accept_loop(l, service, task_shared, tracker.clone()))
-                }
+                BoundSocket::Tcp(l) => tracker.spawn(accept_loop(
+                    l,
+                    b.endpoint.clone(),
+                    task_shared,
+                    tracker.clone(),
+                )),
+                BoundSocket::Unix(l) => tracker.spawn(accept_loop(
+                    l,
+                    b.endpoint.clone(),
+                    task_shared,
+                    tracker.clone(),
+                )),
                 BoundSocket::Udp(s) => tracker.spawn(datagram::serve_udp(s, service, task_shared)),
                 BoundSocket::UnixGram(s) => {
                     tracker.spawn(datagram::serve_unixgram(s, service, task_shared))
@@ -318,33 +379,35 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 trait Accept: Send + 'static {
     type Stream: StreamSocket;
     /// The next connection and, for IP, the client's address.
-    fn accept_one(&self)
-    -> impl Future<Output = io::Result<(Self::Stream, Option<IpAddr>)>> + Send;
+    fn accept_one(
+        &self,
+    ) -> impl Future<Output = io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
 }
 
 impl Accept for TcpListener {
     type Stream = TcpStream;
-    async fn accept_one(&self) -> io::Result<(TcpStream, Option<IpAddr>)> {
+    async fn accept_one(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
         let (sock, peer) = self.accept().await?;
         // Replies are whole messages already; Nagle would only delay them.
         sock.set_nodelay(true)?;
-        Ok((sock, Some(peer.ip())))
+        Ok((sock, Some(peer)))
     }
 }
 
 impl Accept for UnixListener {
     type Stream = UnixStream;
-    async fn accept_one(&self) -> io::Result<(UnixStream, Option<IpAddr>)> {
+    async fn accept_one(&self) -> io::Result<(UnixStream, Option<SocketAddr>)> {
         Ok((self.accept().await?.0, None))
     }
 }
 
 async fn accept_loop<L: Accept>(
     listener: L,
-    service: ServiceKind,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
+    let service = endpoint.service;
     let stats = &shared.stats;
     let mut last_logged: Option<Instant> = None;
     loop {
@@ -371,15 +434,80 @@ async fn accept_loop<L: Accept>(
                 continue;
             }
         };
-        match shared.gate.admit(peer, &shared.options.limits) {
-            Ok(admission) => {
-                tracker.spawn(stream::serve(sock, service, shared.clone(), admission));
+        if endpoint.proxy {
+            if !peer.is_some_and(|p| shared.is_trusted_proxy(p.ip())) {
+                Stats::add(&stats.proxy_rejected_untrusted, 1);
+                continue;
             }
-            // Closing at once tells the client now, instead of leaving it
-            // in the backlog until it times out.
-            Err(Refusal::MaxConnections) => Stats::add(&stats.connections_rejected_max, 1),
-            Err(Refusal::PerIp) => Stats::add(&stats.connections_rejected_per_ip, 1),
+            tracker.spawn(serve_proxied(sock, peer, service, shared.clone()));
+            continue;
         }
+        if let Some(connection) = admit(sock, peer, Vec::new(), service, &shared) {
+            tracker.spawn(connection);
+        }
+    }
+}
+
+/// Admission by the client's address: the connection to serve, or None
+/// when a limit refuses it. A refused connection is closed at once, which
+/// tells the client now instead of leaving it in the backlog to time out.
+fn admit<S: StreamSocket>(
+    sock: S,
+    peer: Option<SocketAddr>,
+    early_input: Vec<u8>,
+    service: ServiceKind,
+    shared: &Arc<Shared>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    match shared
+        .gate
+        .admit(peer.map(|p| p.ip()), &shared.options.limits)
+    {
+        Ok(admission) => {
+            let arrival = stream::Arrival {
+                admission,
+                origin: shared.origin_for(&sock, peer),
+                early_input,
+            };
+            Some(stream::serve(sock, service, shared.clone(), arrival))
+        }
+        Err(Refusal::MaxConnections) => {
+            Stats::add(&shared.stats.connections_rejected_max, 1);
+            None
+        }
+        Err(Refusal::PerIp) => {
+            Stats::add(&shared.stats.connections_rejected_per_ip, 1);
+            None
+        }
+    }
+}
+
+/// How long a PROXY protocol header may take to arrive.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection from a trusted load balancer: its PROXY header names the
+/// real client, which is then what limits, logs and `{peer}` see.
+async fn serve_proxied<S: StreamSocket>(
+    sock: S,
+    peer: Option<SocketAddr>,
+    service: ServiceKind,
+    shared: Arc<Shared>,
+) {
+    let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream::read_proxy_header(&sock)).await;
+    let (client, early_input) = match header {
+        Ok(Ok((proxy_protocol::Header::Proxied { source }, rest))) => (Some(source), rest),
+        Ok(Ok((proxy_protocol::Header::Local, rest))) => (peer, rest),
+        Ok(Err(e)) => {
+            tracing::debug!("PROXY header refused: {e}");
+            Stats::add(&shared.stats.proxy_rejected_malformed, 1);
+            return;
+        }
+        Err(_) => {
+            Stats::add(&shared.stats.proxy_rejected_malformed, 1);
+            return;
+        }
+    };
+    if let Some(connection) = admit(sock, client, early_input, service, &shared) {
+        connection.await;
     }
 }
 

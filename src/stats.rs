@@ -49,6 +49,10 @@ counters! {
     closed_line_timeout,
     /// Connections closed because the client read nothing for --write-timeout.
     closed_write_timeout,
+    /// Connections to a PROXY listener from a peer not in --proxy-trusted.
+    proxy_rejected_untrusted,
+    /// PROXY protocol headers malformed, too long, or not sent within 3 s.
+    proxy_rejected_malformed,
     /// Failed accepts (resource exhaustion and per-connection errors).
     accept_errors,
     /// Datagrams not answered: their source was over its reply rate.

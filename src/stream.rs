@@ -23,7 +23,9 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::clock::Stamper;
 use crate::framing::{Framing, Lines};
 use crate::limits::{Admission, Limits};
+use crate::proxy_protocol::{self, Header, Parsed};
 use crate::server::Shared;
+use crate::service::stamp::{Origin, Template};
 use crate::service::{ServiceKind, chargen, daytime, stamp, time};
 use crate::stats::Stats;
 
@@ -52,6 +54,8 @@ pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// The local address, for `{local}` in reply templates.
+    fn local_text(&self) -> String;
     /// Forgets that the socket is readable, without a syscall: after a
     /// short read the receive queue is known to be empty, and the read that
     /// would only return EAGAIN is saved. (A new edge from data arriving
@@ -78,6 +82,10 @@ macro_rules! stream_socket {
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$ty>::try_write(self, buf)
             }
+            fn local_text(&self) -> String {
+                self.local_addr()
+                    .map_or_else(|_| "?".into(), |a| format!("{a:?}"))
+            }
             fn clear_read_ready(&self) {
                 let _ = self.try_io(Interest::READABLE, || {
                     Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
@@ -89,13 +97,61 @@ macro_rules! stream_socket {
 stream_socket!(TcpStream);
 stream_socket!(UnixStream);
 
+/// What the accept loop hands a connection besides its socket.
+pub struct Arrival {
+    /// Its place under the connection limits, freed when it ends.
+    pub admission: Admission,
+    /// Who it is, for reply templates that say so.
+    pub origin: Option<Box<Origin>>,
+    /// Bytes that came in with a PROXY protocol header.
+    pub early_input: Vec<u8>,
+}
+
+/// Reads a PROXY protocol header and returns it with whatever client
+/// bytes followed it in the same reads.
+pub async fn read_proxy_header<S: StreamSocket>(sock: &S) -> io::Result<(Header, Vec<u8>)> {
+    let mut buf = vec![0; proxy_protocol::V2_MAX];
+    let mut len = 0;
+    loop {
+        match proxy_protocol::parse(&buf[..len]) {
+            Parsed::Done(header, used) => {
+                buf.truncate(len);
+                buf.drain(..used);
+                return Ok((header, buf));
+            }
+            Parsed::Invalid(reason) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
+            }
+            Parsed::Incomplete if len == buf.len() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "PROXY header too long",
+                ));
+            }
+            Parsed::Incomplete => {}
+        }
+        sock.readable().await?;
+        match sock.try_read(&mut buf[len..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Serves one connection to the end; errors only end this connection.
 pub async fn serve<S: StreamSocket>(
     mut sock: S,
     service: ServiceKind,
     shared: Arc<Shared>,
-    admission: Admission,
+    arrival: Arrival,
 ) {
+    let Arrival {
+        admission,
+        origin,
+        early_input,
+    } = arrival;
     Stats::add(&shared.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
     let stamper = Stamper::new(shared.style.clone());
@@ -109,7 +165,11 @@ pub async fn serve<S: StreamSocket>(
     // The rarer services are boxed so that their state does not enlarge
     // every connection's task: an idle connection's memory is its task.
     let result = match (responder, service) {
-        (Some(responder), _) => serve_requests(&mut sock, responder, stamper, &shared).await,
+        (Some(responder), _) => {
+            let template = shared.options.reply_template.clone();
+            let shape = ReplyShape { template, origin };
+            serve_requests(&mut sock, responder, stamper, shape, early_input, &shared).await
+        }
         (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
         (None, _) => Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await,
     };
@@ -129,10 +189,32 @@ enum Responder {
     Discard,
 }
 
+/// How a stamp reply is laid out: `[time] msg`, or a reply template.
+#[derive(Default)]
+struct ReplyShape {
+    template: Option<Arc<Template>>,
+    origin: Option<Box<Origin>>,
+}
+
+impl ReplyShape {
+    fn write(&self, time: &[u8], message: &[u8], out: &mut Vec<u8>) {
+        match &self.template {
+            None => stamp::write_reply(time, message, out),
+            Some(template) => {
+                let origin = self.origin.as_deref().unwrap_or(&NO_ORIGIN);
+                template.write(time, message, origin, out)
+            }
+        }
+    }
+}
+
+static NO_ORIGIN: std::sync::LazyLock<Origin> = std::sync::LazyLock::new(Origin::default);
+
 /// The state of one request/reply conversation, independent of the socket.
 struct Exchange {
     responder: Responder,
     stamper: Stamper,
+    shape: ReplyShape,
     /// Input received but not yet answered: an unfinished line, or what did
     /// not fit in the output budget.
     pending: Vec<u8>,
@@ -160,6 +242,7 @@ impl Exchange {
         Exchange {
             responder,
             stamper,
+            shape: ReplyShape::default(),
             pending: Vec::new(),
             out: Vec::new(),
             budget: budget.max(1),
@@ -244,7 +327,8 @@ impl Exchange {
                 let mut lines = Lines::new(input, max_line, self.at_eof);
                 while self.out.len() < budget {
                     let Some(line) = lines.next() else { break };
-                    stamp::write_reply(self.stamper.text(now), line, &mut self.out);
+                    self.shape
+                        .write(self.stamper.text(now), line, &mut self.out);
                     self.replies += 1;
                 }
                 input.len() - lines.remainder().len()
@@ -253,7 +337,8 @@ impl Exchange {
                 let mut used = 0;
                 while used < input.len() && self.out.len() < budget {
                     let piece = &input[used..input.len().min(used + chunk.max(1))];
-                    stamp::write_reply(self.stamper.text(now), piece, &mut self.out);
+                    self.shape
+                        .write(self.stamper.text(now), piece, &mut self.out);
                     self.replies += 1;
                     used += piece.len();
                 }
@@ -289,10 +374,14 @@ async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
     responder: Responder,
     stamper: Stamper,
+    shape: ReplyShape,
+    early_input: Vec<u8>,
     shared: &Shared,
 ) -> io::Result<()> {
     let limits = &shared.options.limits;
     let mut ex = Exchange::new(responder, stamper, limits.output_budget);
+    ex.shape = shape;
+    ex.pending = early_input;
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.

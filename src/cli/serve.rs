@@ -1,6 +1,7 @@
 //! `tsecho serve`: run the server until SIGINT or SIGTERM, then drain.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,7 @@ use tsecho::clock::{TimeFormat, TimeStyle};
 use tsecho::framing::{DEFAULT_CHUNK, Framing};
 use tsecho::limits::{DEFAULT_MAX_CONNECTIONS, Limits, UdpLimits, fit_to_open_file_limit};
 use tsecho::service::SERVICES;
+use tsecho::service::stamp::Template;
 use tsecho::{Address, Endpoint, Error, Options, Server, ServiceKind, Transport};
 
 use super::{parse_duration, parse_size};
@@ -64,6 +66,20 @@ pub struct Args {
     /// On SIGTERM/SIGINT, how long connections get to finish their replies.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "TSECHO_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
+
+    /// Shape stamp replies: {time}, {msg}, {peer}, {local}, {host}; '{{'
+    /// for a brace. Default: '[{time}] {msg}'.
+    #[arg(long, value_name = "TEMPLATE", env = "TSECHO_REPLY_TEMPLATE", value_parser = parse_template)]
+    reply_template: Option<Template>,
+
+    /// Name for {host} in reply templates [default: the hostname].
+    #[arg(long, value_name = "NAME", env = "TSECHO_INSTANCE")]
+    instance: Option<String>,
+
+    /// Load balancers allowed to send PROXY protocol headers on proxy+tcp://
+    /// listeners, comma-separated; connections from anyone else are closed.
+    #[arg(long, value_name = "CIDR,...", default_value = "", value_parser = parse_networks, env = "TSECHO_PROXY_TRUSTED")]
+    proxy_trusted: Networks,
 
     /// Serve Prometheus metrics on /metrics, liveness on /healthz and
     /// readiness on /readyz (503 while draining) at this tcp:// URL.
@@ -230,6 +246,10 @@ enum FramingArg {
     Raw,
 }
 
+fn parse_template(s: &str) -> Result<Template, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
 fn parse_time_format(s: &str) -> Result<TimeFormat, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
@@ -251,6 +271,9 @@ impl Args {
             drain_timeout: self.drain_timeout,
             limits: self.limits.limits(),
             metrics: None,
+            reply_template: self.reply_template.clone().map(Arc::new),
+            instance: self.instance.clone(),
+            proxy_trusted: self.proxy_trusted.0.clone(),
         }
     }
 

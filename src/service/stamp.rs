@@ -33,3 +33,130 @@ mod tests {
         assert_eq!(out, b"[1] ");
     }
 }
+
+/// A `--reply-template` such as `{host} [{time}] {msg}`, parsed once at
+/// start so that each reply only copies pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(Vec<u8>),
+    Time,
+    Msg,
+    Peer,
+    Local,
+    Host,
+}
+
+/// Where a reply goes and who sends it, for `{peer}`, `{local}`, `{host}`.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub peer: String,
+    pub local: String,
+    pub host: std::sync::Arc<str>,
+}
+
+impl std::str::FromStr for Template {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| {
+            crate::error::Error::Usage(format!("invalid --reply-template {s:?}: {reason}"))
+        };
+        let mut parts = Vec::new();
+        let mut text = Vec::new();
+        let mut rest = s;
+        while let Some(at) = rest.find(['{', '}']) {
+            text.extend_from_slice(&rest.as_bytes()[..at]);
+            let tail = &rest[at..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                text.push(tail.as_bytes()[0]);
+                rest = &tail[2..];
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err(invalid("unmatched '}' (write '}}' for a brace)".into()));
+            }
+            let close = tail
+                .find('}')
+                .ok_or_else(|| invalid("unclosed '{'".into()))?;
+            let part = match &tail[1..close] {
+                "time" => Part::Time,
+                "msg" => Part::Msg,
+                "peer" => Part::Peer,
+                "local" => Part::Local,
+                "host" => Part::Host,
+                other => {
+                    return Err(invalid(format!(
+                        "unknown field {{{other}}} (valid: time, msg, peer, local, host)"
+                    )));
+                }
+            };
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(part);
+            rest = &tail[close + 1..];
+        }
+        text.extend_from_slice(rest.as_bytes());
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Template { parts })
+    }
+}
+
+impl Template {
+    /// Whether `{peer}` or `{local}` appear, so connections know to keep them.
+    pub fn needs_origin(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Peer | Part::Local | Part::Host))
+    }
+
+    pub fn write(&self, time: &[u8], message: &[u8], origin: &Origin, out: &mut Vec<u8>) {
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.extend_from_slice(text),
+                Part::Time => out.extend_from_slice(time),
+                Part::Msg => out.extend_from_slice(message),
+                Part::Peer => out.extend_from_slice(origin.peer.as_bytes()),
+                Part::Local => out.extend_from_slice(origin.local.as_bytes()),
+                Part::Host => out.extend_from_slice(origin.host.as_bytes()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn template_fields_braces_and_errors() {
+        let t: Template = "{host} {{{peer}}} [{time}] {msg}".parse().unwrap();
+        let origin = Origin {
+            peer: "192.0.2.1:5".into(),
+            local: "x".into(),
+            host: "t1".into(),
+        };
+        let mut out = Vec::new();
+        t.write(b"T", b"hi\n", &origin, &mut out);
+        assert_eq!(out, b"t1 {192.0.2.1:5} [T] hi\n");
+        assert!(t.needs_origin());
+        let mut plain = Vec::new();
+        "[{time}] {msg}"
+            .parse::<Template>()
+            .unwrap()
+            .write(b"T", b"m", &origin, &mut plain);
+        let mut classic = Vec::new();
+        write_reply(b"T", b"m", &mut classic);
+        assert_eq!(plain, classic);
+        for bad in ["{nope}", "{time", "a}b"] {
+            assert!(bad.parse::<Template>().is_err(), "{bad}");
+        }
+    }
+}
