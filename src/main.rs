@@ -6,7 +6,7 @@ mod cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tsecho::error::{EX_SOFTWARE, EX_USAGE, io_exit_code};
 
 #[derive(Debug, Parser)]
@@ -54,6 +54,11 @@ enum Command {
     },
     /// Print the manual page (roff).
     Man,
+    /// Validate a serve config file and print the settings in effect.
+    CheckConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
 }
 
 const VERSION: &str = concat!(
@@ -63,12 +68,47 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// The command line, with `serve --config FILE` folded in as defaults.
+fn parse_command_line() -> Result<Cli, anyhow::Error> {
+    let cli = Cli::try_parse()?;
+    let Command::Serve(args) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = args.config.clone() else {
+        return Ok(cli);
+    };
+    let settings = cli::config::load(&path)?;
+    let command = cli::config::apply(Cli::command(), &path, &settings)?;
+    Ok(Cli::from_arg_matches(&command.try_get_matches()?)?)
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<i32> {
+    let settings = cli::config::load(path)?;
+    let command = cli::config::apply(Cli::command(), path, &settings)?;
+    let matches = command.clone().try_get_matches_from(["tsecho", "serve"])?;
+    let serve_matches = matches
+        .subcommand_matches("serve")
+        .ok_or_else(|| anyhow::anyhow!("no serve settings"))?;
+    let args = cli::serve::Args::from_arg_matches(serve_matches)?;
+    args.validate()?;
+    let serve = command
+        .find_subcommand("serve")
+        .ok_or_else(|| anyhow::anyhow!("no serve command"))?;
+    cli::config::print_effective(serve, serve_matches, &settings);
+    println!("# {}: OK", path.display());
+    Ok(0)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_command_line() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EX_USAGE as u8 } else { 0 });
+            if let Some(e) = e.downcast_ref::<clap::Error>() {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { EX_USAGE as u8 } else { 0 });
+            }
+            eprintln!("tsecho: {e:#}");
+            return ExitCode::from(EX_USAGE as u8);
         }
     };
     init_logging(cli.log_format, &cli.log_level);
@@ -85,6 +125,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "tsecho", &mut std::io::stdout());
             Ok(0)
         }
+        Command::CheckConfig { file } => check_config(&file),
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map(|()| 0)

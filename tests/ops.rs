@@ -280,3 +280,100 @@ fn version_completions_and_man_page() {
         &page[..200.min(page.len())]
     );
 }
+
+fn first_reply(server: &ServeProcess) -> String {
+    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    conn.write_all(b"x\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(conn).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// Pass: a config file sets listeners and options; the environment
+/// overrides the file and a flag overrides both.
+#[test]
+fn config_file_with_env_and_flag_precedence() {
+    let path = socket_path("config").with_extension("toml");
+    std::fs::write(
+        &path,
+        "listen = [\"tcp://127.0.0.1:0\"]\nformat = \"unix\"\nutc = true\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+
+    let from_file = ServeProcess::start(&["--config", config], 1);
+    let reply = first_reply(&from_file);
+    let stamp = &reply[1..reply.find(']').unwrap()];
+    assert!(stamp.parse::<u64>().is_ok(), "file says unix: {reply}");
+
+    let mut child = Command::new(tsecho_bin())
+        .args(["serve", "--config", config])
+        .env("TSECHO_FORMAT", "rfc3339")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line[line.find("tcp://").unwrap() + 6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.write_all(b"x\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(conn).read_line(&mut reply).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        reply.starts_with("[20") && reply.contains("T") && reply.contains("Z]"),
+        "env says rfc3339: {reply}"
+    );
+
+    let flagged = ServeProcess::start(&["--config", config, "--format", "ctime"], 1);
+    common::split_ctime_stamp(first_reply(&flagged).as_bytes());
+
+    let out = Command::new(tsecho_bin())
+        .args(["check-config", config])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("format = \"unix\"  # config file"), "{text}");
+    assert!(text.contains("utc = \"true\"  # config file"), "{text}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn config_errors_name_the_file_and_line() {
+    let path = socket_path("bad-config").with_extension("toml");
+    std::fs::write(
+        &path,
+        "listen = [\"tcp://127.0.0.1:0\"]\n\nmax-line = \"lots\"\n",
+    )
+    .unwrap();
+    let out = Command::new(tsecho_bin())
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{}:3: max-line", path.display())),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "listen = [\"tcp://127.0.0.1:0\"]\nnot-a-flag = 1\n").unwrap();
+    let out = Command::new(tsecho_bin())
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(":2: unknown setting \"not-a-flag\""),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

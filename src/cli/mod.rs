@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod ping;
 pub mod serve;
 pub mod services;

@@ -18,6 +18,11 @@ use super::{parse_duration, parse_size};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
+    /// Read settings from this TOML file (keys are the long flag names);
+    /// command line and environment override it.
+    #[arg(long, value_name = "FILE", env = "TSECHO_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Listener URL, repeatable: tcp://HOST:PORT, udp://HOST:PORT,
     /// unix:///path, unixgram:///path, unix://@abstract, with an optional
     /// service prefix (echo+tcp://:7). Default: tcp://:21567 and udp://:21567.
@@ -275,6 +280,15 @@ impl Args {
             instance: self.instance.clone(),
             proxy_trusted: self.proxy_trusted.0.clone(),
         }
+    }
+
+    /// Checks what clap cannot: the listener URLs and the metrics URL.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.endpoints()?;
+        if let Some(metrics) = &self.metrics {
+            metrics.parse::<Endpoint>()?;
+        }
+        Ok(())
     }
 
     fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {

@@ -1,9 +1,14 @@
 //! `tsecho services`: what each service does and where inetd puts it.
 
+use std::io::Write;
+
 use tsecho::service::SERVICES;
 
 pub fn run() {
-    println!(
+    // A closed pipe (| head) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{:<8} {:<9} {:<6} {:<75} DATAGRAM",
         "SERVICE", "RFC", "PORT", "STREAM"
     );
@@ -12,7 +17,8 @@ pub fn run() {
             .rfc
             .map(|n| format!("RFC {n}"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        let _ = writeln!(
+            out,
             "{:<8} {:<9} {:<6} {:<75} {}",
             info.kind.name(),
             rfc,
