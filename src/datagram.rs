@@ -10,7 +10,7 @@
 //! byte budgeted (`rate_limit.rs`).
 
 use std::hash::{BuildHasher, RandomState};
-use std::io;
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net as std_unix;
@@ -27,7 +27,7 @@ use crate::server::Shared;
 use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
-use crate::udp_batch::{BATCH, RecvBatch, SendBatch};
+use crate::udp_batch::{RecvBatch, SendBatch};
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
@@ -62,13 +62,9 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             _ = sock.readable() => {}
         }
         let received = sock.try_io(Interest::READABLE, || requests.recv(fd));
+        // Clearing readiness by hand after a short batch would race with
+        // the driver on another thread; the next receive says EAGAIN instead.
         let Ok(count) = received else { continue };
-        if count < BATCH {
-            // The queue is drained: skip the receive that would only say so.
-            let _ = sock.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
-        }
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;

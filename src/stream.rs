@@ -12,12 +12,13 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockRef;
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::clock::Stamper;
@@ -45,7 +46,7 @@ thread_local! {
 }
 
 /// A connected stream socket: TCP or Unix.
-pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
+pub trait StreamSocket: AsyncRead + AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// `readable` without a waiter node of its own: the connection's one
     /// task uses the socket's single reader slot, which keeps ~150 bytes
@@ -56,12 +57,6 @@ pub trait StreamSocket: AsyncWrite + AsFd + Unpin + Send + Sync + 'static {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// The local address, for `{local}` in reply templates.
     fn local_text(&self) -> String;
-    /// Forgets that the socket is readable, without a syscall: after a
-    /// short read the receive queue is known to be empty, and the read that
-    /// would only return EAGAIN is saved. (A new edge from data arriving
-    /// meanwhile is not lost: the runtime only clears a readiness it has
-    /// not seen change.)
-    fn clear_read_ready(&self);
 }
 
 macro_rules! stream_socket {
@@ -85,11 +80,6 @@ macro_rules! stream_socket {
             fn local_text(&self) -> String {
                 self.local_addr()
                     .map_or_else(|_| "?".into(), |a| format!("{a:?}"))
-            }
-            fn clear_read_ready(&self) {
-                let _ = self.try_io(Interest::READABLE, || {
-                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                });
             }
         }
     };
@@ -137,6 +127,21 @@ pub async fn read_proxy_header<S: StreamSocket>(sock: &S) -> io::Result<(Header,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Reads what is there without waiting. Through the runtime's own read
+/// path: after a short read it forgets the socket's readiness, saving the
+/// read that would only return EAGAIN, and it does so safely, checking that
+/// no new readiness arrived since the read (clearing it separately, after
+/// the read, lost wakeups on the multi-threaded runtime).
+fn read_now<S: StreamSocket>(sock: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut filled = ReadBuf::new(buf);
+    match Pin::new(sock).poll_read(&mut cx, &mut filled) {
+        Poll::Ready(Ok(())) => Ok(filled.filled().len()),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 
@@ -437,11 +442,8 @@ async fn serve_requests<S: StreamSocket>(
             let n = if draining {
                 (&*SockRef::from(&*sock)).read(buf)
             } else {
-                sock.try_read(buf)
+                read_now(sock, buf)
             }?;
-            if n < limit && !draining {
-                sock.clear_read_ready();
-            }
             ex.at_eof = n == 0;
             ex.take_input(&buf[..n], SystemTime::now());
             ex.note_input(Instant::now());
