@@ -27,7 +27,7 @@ use crate::server::Shared;
 use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
-use crate::udp_batch::{RecvBatch, SendBatch};
+use crate::udp_batch::{BATCH, RecvBatch, SendBatch};
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
@@ -61,10 +61,18 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             // concern one peer, never the socket.
             _ = sock.readable() => {}
         }
-        let received = sock.try_io(Interest::READABLE, || requests.recv(fd));
-        // Clearing readiness by hand after a short batch would race with
-        // the driver on another thread; the next receive says EAGAIN instead.
-        let Ok(count) = received else { continue };
+        // A short batch means the queue is drained. Reporting WouldBlock for
+        // it lets the runtime forget the readiness it saw before this
+        // receive (and only that one), which saves the receive that would
+        // only say EAGAIN without risking a lost wakeup.
+        let mut count = 0;
+        let _ = sock.try_io(Interest::READABLE, || {
+            count = requests.recv(fd)?;
+            if count < BATCH {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
