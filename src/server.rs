@@ -42,6 +42,8 @@ pub struct Options {
     pub instance: Option<String>,
     /// Peers allowed to send PROXY protocol headers.
     pub proxy_trusted: Vec<ipnet::IpNet>,
+    /// One log line per closed connection: peer, listener, counts, duration.
+    pub log_connections: bool,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             reply_template: None,
             instance: None,
             proxy_trusted: Vec::new(),
+            log_connections: false,
         }
     }
 }
@@ -408,6 +411,7 @@ async fn accept_loop<L: Accept>(
     tracker: TaskTracker,
 ) {
     let service = endpoint.service;
+    let name: Arc<str> = endpoint.to_string().into();
     let stats = &shared.stats;
     let mut last_logged: Option<Instant> = None;
     loop {
@@ -439,10 +443,15 @@ async fn accept_loop<L: Accept>(
                 Stats::add(&stats.proxy_rejected_untrusted, 1);
                 continue;
             }
-            tracker.spawn(serve_proxied(sock, peer, service, shared.clone()));
+            tracker.spawn(serve_proxied(
+                sock,
+                peer,
+                (service, name.clone()),
+                shared.clone(),
+            ));
             continue;
         }
-        if let Some(connection) = admit(sock, peer, Vec::new(), service, &shared) {
+        if let Some(connection) = admit(sock, peer, Vec::new(), (service, &name), &shared) {
             tracker.spawn(connection);
         }
     }
@@ -455,7 +464,7 @@ fn admit<S: StreamSocket>(
     sock: S,
     peer: Option<SocketAddr>,
     early_input: Vec<u8>,
-    service: ServiceKind,
+    (service, listener): (ServiceKind, &Arc<str>),
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     match shared
@@ -467,6 +476,8 @@ fn admit<S: StreamSocket>(
                 admission,
                 origin: shared.origin_for(&sock, peer),
                 early_input,
+                peer,
+                listener: listener.clone(),
             };
             Some(stream::serve(sock, service, shared.clone(), arrival))
         }
@@ -489,7 +500,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 async fn serve_proxied<S: StreamSocket>(
     sock: S,
     peer: Option<SocketAddr>,
-    service: ServiceKind,
+    (service, listener): (ServiceKind, Arc<str>),
     shared: Arc<Shared>,
 ) {
     let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream::read_proxy_header(&sock)).await;
@@ -506,7 +517,7 @@ async fn serve_proxied<S: StreamSocket>(
             return;
         }
     };
-    if let Some(connection) = admit(sock, client, early_input, service, &shared) {
+    if let Some(connection) = admit(sock, client, early_input, (service, &listener), &shared) {
         connection.await;
     }
 }

@@ -95,6 +95,18 @@ pub struct Arrival {
     pub origin: Option<Box<Origin>>,
     /// Bytes that came in with a PROXY protocol header.
     pub early_input: Vec<u8>,
+    /// The client (after any PROXY header), for --log-connections.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The listener it came in on, for --log-connections.
+    pub listener: Arc<str>,
+}
+
+/// What one connection did, for --log-connections.
+#[derive(Debug, Default)]
+struct Totals {
+    replies: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 /// Reads a PROXY protocol header and returns it with whatever client
@@ -156,7 +168,11 @@ pub async fn serve<S: StreamSocket>(
         admission,
         origin,
         early_input,
+        peer,
+        listener,
     } = arrival;
+    let started = Instant::now();
+    let mut totals = Totals::default();
     Stats::add(&shared.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
     let stamper = Stamper::new(shared.style.clone());
@@ -173,13 +189,33 @@ pub async fn serve<S: StreamSocket>(
         (Some(responder), _) => {
             let template = shared.options.reply_template.clone();
             let shape = ReplyShape { template, origin };
-            serve_requests(&mut sock, responder, stamper, shape, early_input, &shared).await
+            let exchange = Exchange::new(responder, stamper, shared.options.limits.output_budget);
+            let exchange = Exchange {
+                shape,
+                pending: early_input,
+                ..exchange
+            };
+            serve_requests(&mut sock, exchange, &mut totals, &shared).await
         }
         (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
         (None, _) => Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await,
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         tracing::debug!("connection ended: {e}");
+    }
+    if shared.options.log_connections {
+        let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
+        tracing::info!(
+            peer,
+            listener = &*listener,
+            service = service.name(),
+            replies = totals.replies,
+            bytes_in = totals.bytes_in,
+            bytes_out = totals.bytes_out,
+            duration_ms = started.elapsed().as_millis() as u64,
+            error = result.err().map(|e| e.to_string()),
+            "connection closed"
+        );
     }
     Stats::sub(&shared.stats.connections_open, 1);
     drop(admission);
@@ -377,16 +413,11 @@ fn release_if_large(buf: &mut Vec<u8>) {
 /// arrived, answers every complete line of it, and then closes.
 async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
-    responder: Responder,
-    stamper: Stamper,
-    shape: ReplyShape,
-    early_input: Vec<u8>,
+    mut ex: Exchange,
+    totals: &mut Totals,
     shared: &Shared,
 ) -> io::Result<()> {
     let limits = &shared.options.limits;
-    let mut ex = Exchange::new(responder, stamper, limits.output_budget);
-    ex.shape = shape;
-    ex.pending = early_input;
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.
@@ -399,10 +430,10 @@ async fn serve_requests<S: StreamSocket>(
             ex.answer_pending(SystemTime::now());
         }
         if !ex.out.is_empty() {
-            Stats::add(
-                &shared.stats.stream_replies,
-                std::mem::take(&mut ex.replies),
-            );
+            let replies = std::mem::take(&mut ex.replies);
+            Stats::add(&shared.stats.stream_replies, replies);
+            totals.replies += replies;
+            totals.bytes_out += ex.out.len() as u64;
             write_out(sock, &mut ex.out, shared).await?;
             continue;
         }
@@ -450,7 +481,10 @@ async fn serve_requests<S: StreamSocket>(
             Ok::<_, io::Error>(n)
         });
         match read {
-            Ok(n) => Stats::add(&shared.stats.bytes_in, n as u64),
+            Ok(n) => {
+                Stats::add(&shared.stats.bytes_in, n as u64);
+                totals.bytes_in += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && draining => break,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),

@@ -533,3 +533,44 @@ fn restart_on_the_same_port_right_after_stop() {
     let mut conn = TcpStream::connect(second.addr(0)).unwrap();
     assert!(ask(&mut conn, "after\n").is_some());
 }
+
+/// Pass: a client that sends but reads nothing is disconnected once the
+/// write timeout passes with its replies unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_closed_by_the_write_timeout() {
+    let limits = Limits {
+        write_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let server = start_with(&["tcp://127.0.0.1:0"], options(limits)).await;
+    let addr = server.tcp_addr().unwrap();
+    let conn = blocking(move || {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut conn: TcpStream = sock.into();
+        // Enough replies to fill every buffer on the way back.
+        let lines = b"fill the pipe with replies please\n".repeat(1024);
+        let mut sent = 0;
+        while sent < 8 << 20 {
+            match conn.write(&lines) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        conn
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats().closed_write_timeout == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never closed: {:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.stats().connections_open, 0);
+    drop(conn);
+}

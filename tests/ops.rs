@@ -377,3 +377,37 @@ fn config_errors_name_the_file_and_line() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn log_connections_writes_one_json_line_per_closed_connection() {
+    let mut server = ServeProcess::start(
+        &[
+            "-l",
+            "tcp://127.0.0.1:0",
+            "--log-connections",
+            "--log-format",
+            "json",
+        ],
+        1,
+    );
+    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    let me = conn.local_addr().unwrap();
+    conn.write_all(b"one\ntwo\n").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut replies = String::new();
+    conn.read_to_string(&mut replies).unwrap();
+    let line = log_line_with(&mut server, "connection closed");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let fields = &record["fields"];
+    assert_eq!(fields["peer"], me.to_string());
+    assert_eq!(fields["replies"], 2);
+    assert_eq!(fields["bytes_in"], 8);
+    assert_eq!(fields["bytes_out"].as_u64(), Some(replies.len() as u64));
+    assert_eq!(fields["service"], "stamp");
+    assert!(
+        fields["listener"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:")
+    );
+}

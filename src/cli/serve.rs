@@ -91,6 +91,11 @@ pub struct Args {
     #[arg(long, value_name = "URL", env = "TSECHO_METRICS")]
     metrics: Option<String>,
 
+    /// Log one line per closed connection: peer, listener, replies, bytes,
+    /// duration.
+    #[arg(long, env = "TSECHO_LOG_CONNECTIONS")]
+    log_connections: bool,
+
     /// Threads serving connections [default: the CPUs this process may
     /// use]; 1 runs everything on one thread.
     #[arg(long, value_name = "N", env = "TSECHO_THREADS")]
@@ -279,6 +284,7 @@ impl Args {
             reply_template: self.reply_template.clone().map(Arc::new),
             instance: self.instance.clone(),
             proxy_trusted: self.proxy_trusted.0.clone(),
+            log_connections: self.log_connections,
         }
     }
 
