@@ -27,7 +27,7 @@ use crate::server::Shared;
 use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
-use crate::udp_batch::{BATCH, RecvBatch, SendBatch};
+use crate::udp_batch::{BATCH, RecvBatch, SendBatch, enable_destination_info};
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
@@ -48,6 +48,13 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
     let fd = sock.as_raw_fd();
+    // On a wildcard address, reply from the address each request came to.
+    if let Ok(bound) = sock.local_addr()
+        && bound.ip().is_unspecified()
+        && let Err(e) = enable_destination_info(fd, bound.is_ipv6())
+    {
+        tracing::warn!("replies may leave from another address than requests came to: {e}");
+    }
     let local = sock
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -85,7 +92,7 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             let max = max_udp_payload(peer);
             answerer.note_addresses(&peer, &local);
             if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
-                replies.push(reply, peer);
+                replies.push(reply, peer, requests.destination(i));
             }
         }
         if !replies.is_empty() {

@@ -1,13 +1,16 @@
 //! Datagrams in batches: one `recvmmsg` fetches up to `BATCH` requests and
 //! one `sendmmsg` sends their replies, where a plain loop pays two system
-//! calls per datagram. The only unsafe code in tsecho lives here, confined
-//! to filling the kernel's message headers and reading back addresses.
+//! calls per datagram. On a wildcard socket each request also brings the
+//! address it was sent to (IP_PKTINFO), and its reply leaves from that
+//! address, so clients of multi-homed hosts and connected UDP clients
+//! accept it. The unsafe code this needs is confined to this module:
+//! filling the kernel's message headers and reading them back.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::ptr;
 
@@ -17,12 +20,44 @@ use socket2::SockAddr;
 pub const BATCH: usize = 32;
 /// Room for the largest datagram.
 const SLOT: usize = 65_536;
+/// Room for one packet-info control message (the IPv6 one is the larger).
+const CONTROL: usize = 64;
+
+/// Asks the kernel to tell, with every datagram, the address it was sent
+/// to: IPv4 (also on a dual-stack IPv6 socket) and IPv6.
+pub fn enable_destination_info(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                ptr::from_ref(&on).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::IPPROTO_IP, libc::IP_PKTINFO)?;
+    if ipv6 {
+        set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+    }
+    Ok(())
+}
 
 /// Received datagrams and their senders.
 pub struct RecvBatch {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u64; CONTROL / 8]>,
     lens: [usize; BATCH],
+    destinations: [Option<IpAddr>; BATCH],
     count: usize,
 }
 
@@ -31,6 +66,8 @@ pub struct SendBatch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
     addrs: Vec<SockAddr>,
+    sources: [Option<IpAddr>; BATCH],
+    controls: Vec<[u64; CONTROL / 8]>,
     sent: usize,
 }
 
@@ -45,7 +82,9 @@ impl Default for RecvBatch {
         RecvBatch {
             bufs: vec![0; BATCH * SLOT],
             addrs: vec![zeroed_storage(); BATCH],
+            controls: vec![[0; CONTROL / 8]; BATCH],
             lens: [0; BATCH],
+            destinations: [None; BATCH],
             count: 0,
         }
     }
@@ -66,8 +105,11 @@ impl RecvBatch {
                 mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            header.msg_hdr.msg_controllen = CONTROL;
         }
-        // SAFETY: every header points at a buffer of SLOT bytes and an
+        // SAFETY: every header points at a buffer of SLOT bytes, a control
+        // buffer of CONTROL bytes and an
         // address of the declared size, all owned by `self` or this frame
         // and alive for the whole call.
         let n = unsafe {
@@ -84,8 +126,9 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         self.count = n as usize;
-        for (len, header) in self.lens.iter_mut().zip(&headers).take(self.count) {
-            *len = header.msg_len as usize;
+        for (i, header) in headers.iter().enumerate().take(self.count) {
+            self.lens[i] = header.msg_len as usize;
+            self.destinations[i] = destination(&header.msg_hdr);
         }
         Ok(self.count)
     }
@@ -98,6 +141,81 @@ impl RecvBatch {
         }
         let data = &self.bufs[i * SLOT..i * SLOT + self.lens[i].min(SLOT)];
         Some((data, socket_addr(&self.addrs[i])?))
+    }
+
+    /// The address the `i`th datagram was sent to, when the socket was
+    /// asked to report it.
+    pub fn destination(&self, i: usize) -> Option<IpAddr> {
+        self.destinations.get(i).copied().flatten()
+    }
+}
+
+/// The packet-info control message of a received datagram, if any.
+fn destination(header: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed control messages; the CMSG macros walk exactly those, and
+    // each payload is read as the type its level and type announce.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info: libc::in_pktinfo = ptr::read_unaligned(data.cast());
+                    return Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into());
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info: libc::in6_pktinfo = ptr::read_unaligned(data.cast());
+                    let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    return Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
+                }
+                _ => cmsg = libc::CMSG_NXTHDR(header, cmsg),
+            }
+        }
+    }
+    None
+}
+
+/// Writes a packet-info control message choosing `source` as the reply's
+/// source address; returns its length.
+fn write_source(control: &mut [u64; CONTROL / 8], source: IpAddr) -> usize {
+    let (level, kind, payload_len) = match source {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            mem::size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    // SAFETY: a zeroed msghdr pointing at our CONTROL-byte, 8-aligned
+    // buffer lets the CMSG macros lay out one message, whose space
+    // (CMSG_SPACE of the payload) fits in CONTROL bytes for both kinds.
+    unsafe {
+        let mut header: libc::msghdr = mem::zeroed();
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = CONTROL;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len as u32) as usize;
+        let data = libc::CMSG_DATA(cmsg);
+        match source {
+            IpAddr::V4(ip) => {
+                let mut info: libc::in_pktinfo = mem::zeroed();
+                info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
+                ptr::write_unaligned(data.cast(), info);
+            }
+            IpAddr::V6(ip) => {
+                let mut info: libc::in6_pktinfo = mem::zeroed();
+                info.ipi6_addr.s6_addr = ip.octets();
+                ptr::write_unaligned(data.cast(), info);
+            }
+        }
+        libc::CMSG_SPACE(payload_len as u32) as usize
     }
 }
 
@@ -127,6 +245,8 @@ impl Default for SendBatch {
             bufs: vec![0; BATCH * SLOT],
             lens: [0; BATCH],
             addrs: Vec::with_capacity(BATCH),
+            sources: [None; BATCH],
+            controls: vec![[0; CONTROL / 8]; BATCH],
             sent: 0,
         }
     }
@@ -137,8 +257,9 @@ impl SendBatch {
         self.sent == self.addrs.len()
     }
 
-    /// Queues a reply (at most 64 KiB; longer ones are cut by the caller).
-    pub fn push(&mut self, reply: &[u8], to: SocketAddr) {
+    /// Queues a reply (at most 64 KiB; longer ones are cut by the caller),
+    /// sent from `from` when given (the address the request came to).
+    pub fn push(&mut self, reply: &[u8], to: SocketAddr, from: Option<IpAddr>) {
         let i = self.addrs.len();
         if i == BATCH {
             return;
@@ -146,6 +267,7 @@ impl SendBatch {
         let len = reply.len().min(SLOT);
         self.bufs[i * SLOT..i * SLOT + len].copy_from_slice(&reply[..len]);
         self.lens[i] = len;
+        self.sources[i] = from;
         self.addrs.push(SockAddr::from(to));
     }
 
@@ -168,6 +290,10 @@ impl SendBatch {
                 header.msg_namelen = self.addrs[i].len();
                 header.msg_iov = &mut iovecs[k];
                 header.msg_iovlen = 1;
+                if let Some(source) = self.sources[i] {
+                    header.msg_controllen = write_source(&mut self.controls[i], source);
+                    header.msg_control = self.controls[i].as_mut_ptr().cast();
+                }
             }
             // SAFETY: each header points at `lens[i]` initialised bytes and
             // an address of `len()` bytes, alive for the whole call.
@@ -207,7 +333,7 @@ mod tests {
         let to = server.local_addr().unwrap();
         let mut out = SendBatch::default();
         for i in 0..5u8 {
-            out.push(&[i; 3], to);
+            out.push(&[i; 3], to, None);
         }
         out.send(client.as_raw_fd()).unwrap();
         assert!(out.is_empty());

@@ -297,3 +297,23 @@ async fn bound_addresses_are_reported_per_transport() {
         format!("tcp://{tcp}")
     );
 }
+
+/// Pass: on a wildcard address, the reply leaves from the address the
+/// request was sent to, so a connected UDP client (which only accepts
+/// datagrams from its peer) gets it; IPv4 wildcard and dual-stack alike.
+#[tokio::test]
+async fn udp_on_a_wildcard_replies_from_the_address_the_request_came_to() {
+    for url in ["udp://0.0.0.0:0", "udp://:0"] {
+        let server = start(&[url]).await;
+        let port = server.udp_addr().unwrap().port();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(("127.0.0.2", port)).await.unwrap();
+        sock.send(b"multi-homed").await.unwrap();
+        let mut buf = [0; 128];
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{url}: no reply accepted from 127.0.0.2"))
+            .unwrap();
+        assert_eq!(split_ctime_stamp(&buf[..n]).1, b"multi-homed", "{url}");
+    }
+}
