@@ -79,6 +79,12 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `tsecho serve ARGS` and waits for `expected` "listening on" lines.
     pub fn start(args: &[&str], expected: usize) -> ServeProcess {
+        Self::try_start(args, expected)
+            .unwrap_or_else(|log| panic!("server exited before listening: {log}"))
+    }
+
+    /// As `start`, but a server that exits early gives back its log.
+    pub fn try_start(args: &[&str], expected: usize) -> Result<ServeProcess, String> {
         let mut child = Command::new(tsecho_bin())
             .arg("serve")
             .args(args)
@@ -89,20 +95,23 @@ impl ServeProcess {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut listening = Vec::new();
+        let mut log = String::new();
         while listening.len() < expected {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
-                panic!("server exited before listening: {listening:?}");
+                let _ = child.wait();
+                return Err(log);
             }
+            log += &line;
             if let Some(at) = line.find("listening on ") {
                 listening.push(line[at + 13..].trim().to_string());
             }
         }
-        ServeProcess {
+        Ok(ServeProcess {
             child,
             listening,
             stderr,
-        }
+        })
     }
 
     /// The address of the n-th listener, from its log line.
