@@ -95,10 +95,17 @@ pub struct Arrival {
     pub origin: Option<Box<Origin>>,
     /// Bytes that came in with a PROXY protocol header.
     pub early_input: Vec<u8>,
-    /// The client (after any PROXY header), for --log-connections.
+    /// Who and where, kept only with --log-connections: boxed, so that
+    /// the common case costs one pointer per idle connection.
+    pub log: Option<Box<ConnectionLog>>,
+}
+
+/// What --log-connections reports besides the counts.
+pub struct ConnectionLog {
+    /// The client, after any PROXY header.
     pub peer: Option<std::net::SocketAddr>,
-    /// The listener it came in on, for --log-connections.
     pub listener: Arc<str>,
+    pub started: Instant,
 }
 
 /// What one connection did, for --log-connections.
@@ -168,10 +175,8 @@ pub async fn serve<S: StreamSocket>(
         admission,
         origin,
         early_input,
-        peer,
-        listener,
+        log,
     } = arrival;
-    let started = Instant::now();
     let mut totals = Totals::default();
     Stats::add(&shared.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
@@ -189,12 +194,10 @@ pub async fn serve<S: StreamSocket>(
         (Some(responder), _) => {
             let template = shared.options.reply_template.clone();
             let shape = ReplyShape { template, origin };
-            let exchange = Exchange::new(responder, stamper, shared.options.limits.output_budget);
-            let exchange = Exchange {
-                shape,
-                pending: early_input,
-                ..exchange
-            };
+            let budget = shared.options.limits.output_budget;
+            let mut exchange = Box::new(Exchange::new(responder, stamper, budget));
+            exchange.shape = shape;
+            exchange.pending = early_input;
             serve_requests(&mut sock, exchange, &mut totals, &shared).await
         }
         (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
@@ -203,16 +206,18 @@ pub async fn serve<S: StreamSocket>(
     if let Err(e) = &result {
         tracing::debug!("connection ended: {e}");
     }
-    if shared.options.log_connections {
-        let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
+    if let Some(log) = log {
+        let peer = log
+            .peer
+            .map_or_else(|| "unix".to_string(), |p| p.to_string());
         tracing::info!(
             peer,
-            listener = &*listener,
+            listener = &*log.listener,
             service = service.name(),
             replies = totals.replies,
             bytes_in = totals.bytes_in,
             bytes_out = totals.bytes_out,
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms = log.started.elapsed().as_millis() as u64,
             error = result.err().map(|e| e.to_string()),
             "connection closed"
         );
@@ -411,9 +416,13 @@ fn release_if_large(buf: &mut Vec<u8>) {
 ///
 /// On shutdown it stops waiting for input but still reads what has already
 /// arrived, answers every complete line of it, and then closes.
+///
+/// The exchange comes boxed: moved into the task by value, its state was
+/// laid out twice in the connection's future, which is what an idle
+/// connection costs.
 async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
-    mut ex: Exchange,
+    mut ex: Box<Exchange>,
     totals: &mut Totals,
     shared: &Shared,
 ) -> io::Result<()> {
