@@ -43,10 +43,7 @@ pub struct Args {
 /// Returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let endpoint: Endpoint = args.url.parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = super::single_thread_runtime()?;
     let interactive = std::io::stdin().is_terminal();
     if endpoint.transport.is_datagram() {
         let sock = runtime.block_on(DatagramSocket::connect(&endpoint))?;

@@ -10,6 +10,15 @@ pub mod services;
 
 use std::time::Duration;
 
+/// The runtime of the one-connection commands (client, ping): one thread.
+pub fn single_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
 /// Parses `5s`, `250ms`, `2m` or plain seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tsecho::Endpoint;
@@ -133,10 +132,7 @@ impl Channel {
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let endpoint: Endpoint = args.url.parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = super::single_thread_runtime()?;
     runtime.block_on(ping(args, endpoint))
 }
 
