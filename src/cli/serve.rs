@@ -350,6 +350,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     options.metrics = args.metrics.as_deref().map(str::parse).transpose()?;
     let runtime = build_runtime(args.threads).context("starting the runtime")?;
     runtime.block_on(async {
+        let stop = stop_signal()?;
         let mut server = Server::builder().options(options);
         for (service, socket) in activated {
             server = server.inherited(service, socket);
@@ -368,7 +369,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             })
         });
-        wait_for_stop_signal().await?;
+        stop.await;
         tracing::info!("stopping: draining connections");
         tsecho::systemd::notify("STOPPING=1\nSTATUS=draining");
         handle.shutdown().await;
@@ -398,15 +399,19 @@ fn build_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runt
     builder.enable_all().build()
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now, before any listener is
+/// bound: a signal that arrives as soon as the server answers must start
+/// the drain, not kill the process. The future completes on the signal.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 #[cfg(test)]
