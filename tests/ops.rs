@@ -411,3 +411,30 @@ fn log_connections_writes_one_json_line_per_closed_connection() {
             .starts_with("tcp://127.0.0.1:")
     );
 }
+
+/// The Kubernetes manifests against the API schemas (kubernetes-validate,
+/// from PyPI, bundles them), strictly: unknown fields are errors.
+#[test]
+fn k8s_manifests_pass_schema_validation() {
+    if !have_tool("kubernetes-validate") {
+        return;
+    }
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
+    let files: Vec<_> = std::fs::read_dir(manifests)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(files.len() >= 2);
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.matches("passed").count(), files.len(), "{report}");
+}
