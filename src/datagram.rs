@@ -23,7 +23,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use crate::clock::Stamper;
 use crate::limits::Limits;
 use crate::rate_limit::{ResponseLimiter, Verdict};
-use crate::server::Shared;
+use crate::server::{ListenerCtx, Shared};
 use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::Stats;
@@ -43,7 +43,12 @@ const RECV_LEN: usize = 65_536;
 const LOOP_WINDOW: Duration = Duration::from_millis(500);
 const LOOP_SLOTS: usize = 1024;
 
-pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared>) {
+pub async fn serve_udp(
+    sock: UdpSocket,
+    service: ServiceKind,
+    listener: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+) {
     let mut answerer = Answerer::new(service, &shared);
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
@@ -80,6 +85,8 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             }
             Ok(())
         });
+        let received_at = Instant::now();
+        let mut answered = 0;
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
@@ -93,15 +100,24 @@ pub async fn serve_udp(sock: UdpSocket, service: ServiceKind, shared: Arc<Shared
             answerer.note_addresses(&peer, &local);
             if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
                 replies.push(reply, peer, requests.destination(i));
+                answered += 1;
             }
         }
         if !replies.is_empty() {
             let _ = sock.async_io(Interest::WRITABLE, || replies.send(fd)).await;
+            listener
+                .stats
+                .record_replies(answered, received_at.elapsed());
         }
     }
 }
 
-pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Arc<Shared>) {
+pub async fn serve_unixgram(
+    sock: UnixDatagram,
+    service: ServiceKind,
+    listener: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+) {
     // std's socket type can send to abstract addresses; tokio's only to paths.
     let sender = match sock.as_fd().try_clone_to_owned() {
         Ok(fd) => std_unix::UnixDatagram::from(fd),
@@ -119,6 +135,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Ar
             received = sock.recv_from(&mut buf) => received,
         };
         let Ok((len, peer)) = received else { continue };
+        let received_at = Instant::now();
         if peer.is_unnamed() {
             // Nowhere to send a reply to: the client did not bind.
             continue;
@@ -132,6 +149,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, service: ServiceKind, shared: Ar
             let _ = sock
                 .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
                 .await;
+            listener.stats.record_replies(1, received_at.elapsed());
         }
     }
 }

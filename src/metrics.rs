@@ -14,8 +14,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::server::Shared;
-use crate::stats::Snapshot;
+use crate::server::{ListenerCtx, Shared};
+use crate::stats::{LATENCY_BUCKETS, Snapshot};
+use std::sync::atomic::Ordering;
 
 /// Serves HTTP until the task is aborted (after the drain).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -42,7 +43,12 @@ async fn respond(
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            exposition(&shared.stats.snapshot(), shared.gate.open(), draining),
+            exposition(
+                &shared.stats.snapshot(),
+                shared.gate.open(),
+                draining,
+                &shared.listener_stats,
+            ),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if draining => (
@@ -68,7 +74,12 @@ async fn respond(
 }
 
 /// The counters in Prometheus text format (version 0.0.4).
-pub fn exposition(s: &Snapshot, open: usize, draining: bool) -> String {
+pub fn exposition(
+    s: &Snapshot,
+    open: usize,
+    draining: bool,
+    listeners: &[Arc<ListenerCtx>],
+) -> String {
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         // Counters end in _total, and in this format the family is named
@@ -182,5 +193,63 @@ pub fn exposition(s: &Snapshot, open: usize, draining: bool) -> String {
         "1 while shutting down.",
         &[("", u64::from(draining))],
     );
+    write_per_listener(&mut out, listeners);
     out
+}
+
+/// Per listener and service: connections, replies, and the reply-latency
+/// histogram (from the read that brought a request to the write of its
+/// reply).
+fn write_per_listener(out: &mut String, listeners: &[Arc<ListenerCtx>]) {
+    let labels = |l: &ListenerCtx| format!("listener=\"{}\",service=\"{}\"", l.name, l.service);
+    let _ = writeln!(
+        out,
+        "# HELP tsecho_listener_connections_accepted_total Connections accepted, per listener."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tsecho_listener_connections_accepted_total counter"
+    );
+    for l in listeners {
+        let n = l.stats.connections_accepted.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "tsecho_listener_connections_accepted_total{{{}}} {n}",
+            labels(l)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tsecho_listener_replies_total Replies sent, per listener."
+    );
+    let _ = writeln!(out, "# TYPE tsecho_listener_replies_total counter");
+    for l in listeners {
+        let n = l.stats.replies.load(Ordering::Relaxed);
+        let _ = writeln!(out, "tsecho_listener_replies_total{{{}}} {n}", labels(l));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tsecho_reply_latency_seconds From the read that brought a request to the write of its reply."
+    );
+    let _ = writeln!(out, "# TYPE tsecho_reply_latency_seconds histogram");
+    for l in listeners {
+        let (buckets, sum) = l.stats.latency();
+        let labels = labels(l);
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&buckets) {
+            let _ = writeln!(
+                out,
+                "tsecho_reply_latency_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+            );
+        }
+        let total = buckets.last().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "tsecho_reply_latency_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(out, "tsecho_reply_latency_seconds_sum{{{labels}}} {sum}");
+        let _ = writeln!(
+            out,
+            "tsecho_reply_latency_seconds_count{{{labels}}} {total}"
+        );
+    }
 }

@@ -23,7 +23,7 @@ use crate::listener::{self, BoundSocket, LocalAddr};
 use crate::proxy_protocol;
 use crate::service::ServiceKind;
 use crate::service::stamp::{Origin, Template};
-use crate::stats::{Snapshot, Stats};
+use crate::stats::{ListenerStats, Snapshot, Stats};
 use crate::stream::{self, StreamSocket};
 
 /// Every setting of `tsecho serve` apart from the listeners.
@@ -76,6 +76,16 @@ pub(crate) struct Shared {
     pub gate: Arc<ConnectionGate>,
     /// `{host}` in reply templates.
     pub host: Arc<str>,
+    /// One per listener, in the order they were given.
+    pub listener_stats: Vec<Arc<ListenerCtx>>,
+}
+
+/// A listener's name, service and counters, shared by its connections.
+#[derive(Debug)]
+pub(crate) struct ListenerCtx {
+    pub service: ServiceKind,
+    pub name: Arc<str>,
+    pub stats: ListenerStats,
 }
 
 impl Shared {
@@ -207,6 +217,16 @@ impl Server {
             reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
             gate: Arc::new(ConnectionGate::default()),
             host,
+            listener_stats: bound
+                .iter()
+                .map(|b| {
+                    Arc::new(ListenerCtx {
+                        service: b.endpoint.service,
+                        name: b.endpoint.to_string().into(),
+                        stats: ListenerStats::default(),
+                    })
+                })
+                .collect(),
         });
         let metrics_listener = match &shared.options.metrics {
             Some(endpoint) => Some(bind_metrics(endpoint).await?),
@@ -214,7 +234,7 @@ impl Server {
         };
         let tracker = TaskTracker::new();
         let mut listeners = Vec::with_capacity(bound.len());
-        for b in bound {
+        for (b, ctx) in bound.into_iter().zip(shared.listener_stats.clone()) {
             tracing::info!("listening on {} ({})", b.endpoint, b.endpoint.service);
             listeners.push(Listening {
                 endpoint: b.endpoint.clone(),
@@ -226,19 +246,23 @@ impl Server {
             match b.socket {
                 BoundSocket::Tcp(l) => tracker.spawn(accept_loop(
                     l,
-                    b.endpoint.clone(),
+                    b.endpoint.proxy,
+                    ctx,
                     task_shared,
                     tracker.clone(),
                 )),
                 BoundSocket::Unix(l) => tracker.spawn(accept_loop(
                     l,
-                    b.endpoint.clone(),
+                    b.endpoint.proxy,
+                    ctx,
                     task_shared,
                     tracker.clone(),
                 )),
-                BoundSocket::Udp(s) => tracker.spawn(datagram::serve_udp(s, service, task_shared)),
+                BoundSocket::Udp(s) => {
+                    tracker.spawn(datagram::serve_udp(s, service, ctx, task_shared))
+                }
                 BoundSocket::UnixGram(s) => {
-                    tracker.spawn(datagram::serve_unixgram(s, service, task_shared))
+                    tracker.spawn(datagram::serve_unixgram(s, service, ctx, task_shared))
                 }
             };
         }
@@ -406,12 +430,11 @@ impl Accept for UnixListener {
 
 async fn accept_loop<L: Accept>(
     listener: L,
-    endpoint: Endpoint,
+    proxy: bool,
+    ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
-    let service = endpoint.service;
-    let name: Arc<str> = endpoint.to_string().into();
     let stats = &shared.stats;
     let mut last_logged: Option<Instant> = None;
     loop {
@@ -438,20 +461,15 @@ async fn accept_loop<L: Accept>(
                 continue;
             }
         };
-        if endpoint.proxy {
+        if proxy {
             if !peer.is_some_and(|p| shared.is_trusted_proxy(p.ip())) {
                 Stats::add(&stats.proxy_rejected_untrusted, 1);
                 continue;
             }
-            tracker.spawn(serve_proxied(
-                sock,
-                peer,
-                (service, name.clone()),
-                shared.clone(),
-            ));
+            tracker.spawn(serve_proxied(sock, peer, ctx.clone(), shared.clone()));
             continue;
         }
-        if let Some(connection) = admit(sock, peer, Vec::new(), (service, &name), &shared) {
+        if let Some(connection) = admit(sock, peer, Vec::new(), &ctx, &shared) {
             tracker.spawn(connection);
         }
     }
@@ -464,7 +482,7 @@ fn admit<S: StreamSocket>(
     sock: S,
     peer: Option<SocketAddr>,
     early_input: Vec<u8>,
-    (service, listener): (ServiceKind, &Arc<str>),
+    listener: &Arc<ListenerCtx>,
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     match shared
@@ -479,12 +497,16 @@ fn admit<S: StreamSocket>(
                 log: shared.options.log_connections.then(|| {
                     Box::new(stream::ConnectionLog {
                         peer,
-                        listener: listener.clone(),
                         started: Instant::now(),
                     })
                 }),
             };
-            Some(stream::serve(sock, service, shared.clone(), arrival))
+            Some(stream::serve(
+                sock,
+                listener.clone(),
+                shared.clone(),
+                arrival,
+            ))
         }
         Err(Refusal::MaxConnections) => {
             Stats::add(&shared.stats.connections_rejected_max, 1);
@@ -505,7 +527,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 async fn serve_proxied<S: StreamSocket>(
     sock: S,
     peer: Option<SocketAddr>,
-    (service, listener): (ServiceKind, Arc<str>),
+    listener: Arc<ListenerCtx>,
     shared: Arc<Shared>,
 ) {
     let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream::read_proxy_header(&sock)).await;
@@ -522,7 +544,7 @@ async fn serve_proxied<S: StreamSocket>(
             return;
         }
     };
-    if let Some(connection) = admit(sock, client, early_input, (service, &listener), &shared) {
+    if let Some(connection) = admit(sock, client, early_input, &listener, &shared) {
         connection.await;
     }
 }
@@ -569,9 +591,15 @@ mod size_probe {
             reflector_ports: vec![],
             gate: Arc::new(ConnectionGate::default()),
             host: "h".into(),
+            listener_stats: Vec::new(),
         });
         let name: Arc<str> = "x".into();
-        let fut = admit(sock, None, Vec::new(), (ServiceKind::Stamp, &name), &shared).unwrap();
+        let ctx = Arc::new(ListenerCtx {
+            service: ServiceKind::Stamp,
+            name,
+            stats: ListenerStats::default(),
+        });
+        let fut = admit(sock, None, Vec::new(), &ctx, &shared).unwrap();
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection future: {size} bytes");
         assert!(size <= 768, "connection future grew to {size} bytes");

@@ -25,10 +25,10 @@ use crate::clock::Stamper;
 use crate::framing::{Framing, Lines};
 use crate::limits::{Admission, Limits};
 use crate::proxy_protocol::{self, Header, Parsed};
-use crate::server::Shared;
+use crate::server::{ListenerCtx, Shared};
 use crate::service::stamp::{Origin, Template};
 use crate::service::{ServiceKind, chargen, daytime, stamp, time};
-use crate::stats::Stats;
+use crate::stats::{ListenerStats, Stats};
 
 /// The largest single read. Small enough that what one read leaves
 /// unanswered (when its replies overflow the output budget) stays small
@@ -104,7 +104,6 @@ pub struct Arrival {
 pub struct ConnectionLog {
     /// The client, after any PROXY header.
     pub peer: Option<std::net::SocketAddr>,
-    pub listener: Arc<str>,
     pub started: Instant,
 }
 
@@ -167,10 +166,11 @@ fn read_now<S: StreamSocket>(sock: &mut S, buf: &mut [u8]) -> io::Result<usize> 
 /// Serves one connection to the end; errors only end this connection.
 pub async fn serve<S: StreamSocket>(
     mut sock: S,
-    service: ServiceKind,
+    listener: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     arrival: Arrival,
 ) {
+    let service = listener.service;
     let Arrival {
         admission,
         origin,
@@ -179,6 +179,7 @@ pub async fn serve<S: StreamSocket>(
     } = arrival;
     let mut totals = Totals::default();
     Stats::add(&shared.stats.connections_accepted, 1);
+    Stats::add(&listener.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
     let stamper = Stamper::new(shared.style.clone());
     let responder = match (service, shared.options.framing) {
@@ -198,7 +199,7 @@ pub async fn serve<S: StreamSocket>(
             let mut exchange = Box::new(Exchange::new(responder, stamper, budget));
             exchange.shape = shape;
             exchange.pending = early_input;
-            serve_requests(&mut sock, exchange, &mut totals, &shared).await
+            serve_requests(&mut sock, exchange, &mut totals, &listener.stats, &shared).await
         }
         (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
         (None, _) => Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await,
@@ -212,7 +213,7 @@ pub async fn serve<S: StreamSocket>(
             .map_or_else(|| "unix".to_string(), |p| p.to_string());
         tracing::info!(
             peer,
-            listener = &*log.listener,
+            listener = &*listener.name,
             service = service.name(),
             replies = totals.replies,
             bytes_in = totals.bytes_in,
@@ -424,6 +425,7 @@ async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
     mut ex: Box<Exchange>,
     totals: &mut Totals,
+    listener: &ListenerStats,
     shared: &Shared,
 ) -> io::Result<()> {
     let limits = &shared.options.limits;
@@ -444,6 +446,9 @@ async fn serve_requests<S: StreamSocket>(
             totals.replies += replies;
             totals.bytes_out += ex.out.len() as u64;
             write_out(sock, &mut ex.out, shared).await?;
+            // From the latest read to the reply's write: the server's share
+            // of a client's round trip.
+            listener.record_replies(replies, ex.last_input.elapsed());
             continue;
         }
         if ex.at_eof {

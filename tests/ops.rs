@@ -86,6 +86,44 @@ fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
     assert_eq!(metric(&body, "tsecho_datagram_replies_total"), 1);
     assert_eq!(metric(&body, "tsecho_received_bytes_total"), 14 + 5);
     assert_eq!(metric(&body, "tsecho_connections_open"), 1);
+    let tcp = format!("listener=\"tcp://{}\",service=\"stamp\"", server.addr(0));
+    let udp = format!("listener=\"udp://{}\",service=\"stamp\"", server.addr(1));
+    assert_eq!(
+        metric(&body, &format!("tsecho_listener_replies_total{{{tcp}}}")),
+        3
+    );
+    assert_eq!(
+        metric(&body, &format!("tsecho_listener_replies_total{{{udp}}}")),
+        1
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("tsecho_listener_connections_accepted_total{{{tcp}}}")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("tsecho_reply_latency_seconds_count{{{tcp}}}")
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("tsecho_reply_latency_seconds_bucket{{{tcp},le=\"+Inf\"}}")
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("tsecho_reply_latency_seconds_count{{{udp}}}")
+        ),
+        1
+    );
     if have_tool("promtool") {
         let mut check = Command::new("promtool")
             .args(["check", "metrics"])
