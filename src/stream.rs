@@ -177,11 +177,9 @@ pub async fn serve<S: StreamSocket>(
         early_input,
         log,
     } = arrival;
-    let mut totals = Totals::default();
     Stats::add(&shared.stats.connections_accepted, 1);
     Stats::add(&listener.stats.connections_accepted, 1);
     Stats::add(&shared.stats.connections_open, 1);
-    let stamper = Stamper::new(shared.style.clone());
     let responder = match (service, shared.options.framing) {
         (ServiceKind::Stamp, Framing::Lines { max_line }) => Some(Responder::Lines { max_line }),
         (ServiceKind::Stamp, Framing::Raw { chunk }) => Some(Responder::Raw { chunk }),
@@ -189,21 +187,29 @@ pub async fn serve<S: StreamSocket>(
         (ServiceKind::Discard, _) => Some(Responder::Discard),
         _ => None,
     };
-    // The rarer services are boxed so that their state does not enlarge
-    // every connection's task: an idle connection's memory is its task.
-    let result = match (responder, service) {
-        (Some(responder), _) => {
-            let template = shared.options.reply_template.clone();
-            let shape = ReplyShape { template, origin };
-            let budget = shared.options.limits.output_budget;
-            let mut exchange = Box::new(Exchange::new(responder, stamper, budget));
-            exchange.shape = shape;
-            exchange.pending = early_input;
-            serve_requests(&mut sock, exchange, &mut totals, &listener.stats, &shared).await
-        }
+    // The exchange and the rarer services are boxed so that their state
+    // does not enlarge every connection's task: an idle connection's
+    // memory is its task.
+    let mut exchange = responder.map(|responder| {
+        let stamper = Stamper::new(shared.style.clone());
+        let budget = shared.options.limits.output_budget;
+        let mut exchange = Box::new(Exchange::new(responder, stamper, budget));
+        exchange.shape = ReplyShape {
+            template: shared.options.reply_template.clone(),
+            origin,
+        };
+        exchange.pending = early_input;
+        exchange
+    });
+    let result = match (&mut exchange, service) {
+        (Some(exchange), _) => serve_requests(&mut sock, exchange, &listener.stats, &shared).await,
         (None, ServiceKind::Chargen) => Box::pin(serve_chargen(&mut sock, &shared)).await,
-        (None, _) => Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await,
+        (None, _) => {
+            let stamper = Stamper::new(shared.style.clone());
+            Box::pin(serve_one_reply(&mut sock, service, stamper, &shared)).await
+        }
     };
+    let totals = exchange.map(|ex| ex.totals).unwrap_or_default();
     if let Err(e) = &result {
         tracing::debug!("connection ended: {e}");
     }
@@ -274,6 +280,8 @@ struct Exchange {
     partial_since: Option<Instant>,
     /// Some input was answered since the line timer was last looked at.
     progressed: bool,
+    /// For --log-connections.
+    totals: Totals,
     last_input: Instant,
 }
 
@@ -297,6 +305,7 @@ impl Exchange {
             at_eof: false,
             partial_since: None,
             progressed: false,
+            totals: Totals::default(),
             last_input: Instant::now(),
         }
     }
@@ -418,13 +427,12 @@ fn release_if_large(buf: &mut Vec<u8>) {
 /// On shutdown it stops waiting for input but still reads what has already
 /// arrived, answers every complete line of it, and then closes.
 ///
-/// The exchange comes boxed: moved into the task by value, its state was
-/// laid out twice in the connection's future, which is what an idle
-/// connection costs.
+/// The exchange lives in a box the connection owns and is lent here: moved
+/// in by value, its state was laid out twice in the connection's future,
+/// which is what an idle connection costs.
 async fn serve_requests<S: StreamSocket>(
     sock: &mut S,
-    mut ex: Box<Exchange>,
-    totals: &mut Totals,
+    ex: &mut Exchange,
     listener: &ListenerStats,
     shared: &Shared,
 ) -> io::Result<()> {
@@ -443,8 +451,8 @@ async fn serve_requests<S: StreamSocket>(
         if !ex.out.is_empty() {
             let replies = std::mem::take(&mut ex.replies);
             Stats::add(&shared.stats.stream_replies, replies);
-            totals.replies += replies;
-            totals.bytes_out += ex.out.len() as u64;
+            ex.totals.replies += replies;
+            ex.totals.bytes_out += ex.out.len() as u64;
             write_out(sock, &mut ex.out, shared).await?;
             // From the latest read to the reply's write: the server's share
             // of a client's round trip.
@@ -497,7 +505,7 @@ async fn serve_requests<S: StreamSocket>(
         match read {
             Ok(n) => {
                 Stats::add(&shared.stats.bytes_in, n as u64);
-                totals.bytes_in += n as u64;
+                ex.totals.bytes_in += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && draining => break,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
