@@ -26,6 +26,7 @@ use crate::rate_limit::{ResponseLimiter, Verdict};
 use crate::server::{ListenerCtx, Shared};
 use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
+use crate::stats::ListenerStats;
 use crate::stats::Stats;
 use crate::udp_batch::{BATCH, RecvBatch, SendBatch, enable_destination_info};
 
@@ -86,7 +87,6 @@ pub async fn serve_udp(
             Ok(())
         });
         let received_at = Instant::now();
-        let mut answered = 0;
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
@@ -100,14 +100,13 @@ pub async fn serve_udp(
             answerer.note_addresses(&peer, &local);
             if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
                 replies.push(reply, peer, requests.destination(i));
-                answered += 1;
             }
         }
+        // Counted before sending, so a client that has its reply also sees
+        // it in the counters; the latency recorded runs to this hand-over.
+        answerer.flush(&listener.stats, received_at.elapsed());
         if !replies.is_empty() {
             let _ = sock.async_io(Interest::WRITABLE, || replies.send(fd)).await;
-            listener
-                .stats
-                .record_replies(answered, received_at.elapsed());
         }
     }
 }
@@ -144,12 +143,18 @@ pub async fn serve_unixgram(
             .hasher
             .hash_one((peer.as_pathname(), peer.as_abstract_name()));
         let peer: std_unix::SocketAddr = peer.into();
-        answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
-        if let Some(reply) = answerer.answer(&buf[..len], peer_key, usize::MAX, None) {
+        if answerer.template.is_some() {
+            answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
+        }
+        let answered = answerer
+            .answer(&buf[..len], peer_key, usize::MAX, None)
+            .is_some();
+        answerer.flush(&listener.stats, received_at.elapsed());
+        if answered {
+            let reply = &answerer.out;
             let _ = sock
                 .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
                 .await;
-            listener.stats.record_replies(1, received_at.elapsed());
         }
     }
 }
@@ -173,6 +178,15 @@ struct Answerer<'a> {
     limiter: ResponseLimiter,
     template: Option<Arc<Template>>,
     origin: Origin,
+    /// Counted per datagram, added to the shared counters once per batch.
+    batch: BatchCounts,
+}
+
+#[derive(Default)]
+struct BatchCounts {
+    bytes_in: u64,
+    bytes_out: u64,
+    replies: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -205,7 +219,18 @@ impl<'a> Answerer<'a> {
                 host: shared.host.clone(),
                 ..Origin::default()
             },
+            batch: BatchCounts::default(),
         }
+    }
+
+    /// Adds one batch's counts to the server's and the listener's counters:
+    /// a few shared atomic adds per batch instead of per datagram.
+    fn flush(&mut self, listener: &ListenerStats, latency: std::time::Duration) {
+        let batch = std::mem::take(&mut self.batch);
+        Stats::add(&self.stats.bytes_in, batch.bytes_in);
+        Stats::add(&self.stats.bytes_out, batch.bytes_out);
+        Stats::add(&self.stats.datagram_replies, batch.replies);
+        listener.record_replies(batch.replies, latency);
     }
 
     /// Only a reply template shows the peer and local address; plain
@@ -230,7 +255,7 @@ impl<'a> Answerer<'a> {
         max_len: usize,
         source: Option<IpAddr>,
     ) -> Option<&[u8]> {
-        Stats::add(&self.stats.bytes_in, request.len() as u64);
+        self.batch.bytes_in += request.len() as u64;
         if self.is_our_reply_coming_back(request, peer) {
             Stats::add(&self.stats.datagrams_dropped_loop, 1);
             return None;
@@ -276,8 +301,8 @@ impl<'a> Answerer<'a> {
             }
         }
         self.remember(peer);
-        Stats::add(&self.stats.datagram_replies, 1);
-        Stats::add(&self.stats.bytes_out, self.out.len() as u64);
+        self.batch.replies += 1;
+        self.batch.bytes_out += self.out.len() as u64;
         Some(&self.out)
     }
 

@@ -47,7 +47,7 @@ async fn respond(
                 &shared.stats.snapshot(),
                 shared.gate.open(),
                 draining,
-                &shared.listener_stats,
+                &shared.listeners,
             ),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

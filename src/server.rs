@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     /// `{host}` in reply templates.
     pub host: Arc<str>,
     /// One per listener, in the order they were given.
-    pub listener_stats: Vec<Arc<ListenerCtx>>,
+    pub listeners: Vec<Arc<ListenerCtx>>,
 }
 
 /// A listener's name, service and counters, shared by its connections.
@@ -217,7 +217,7 @@ impl Server {
             reflector_ports: REFLECTOR_PORTS.into_iter().chain(own_udp_ports).collect(),
             gate: Arc::new(ConnectionGate::default()),
             host,
-            listener_stats: bound
+            listeners: bound
                 .iter()
                 .map(|b| {
                     Arc::new(ListenerCtx {
@@ -234,7 +234,7 @@ impl Server {
         };
         let tracker = TaskTracker::new();
         let mut listeners = Vec::with_capacity(bound.len());
-        for (b, ctx) in bound.into_iter().zip(shared.listener_stats.clone()) {
+        for (b, ctx) in bound.into_iter().zip(shared.listeners.clone()) {
             tracing::info!("listening on {} ({})", b.endpoint, b.endpoint.service);
             listeners.push(Listening {
                 endpoint: b.endpoint.clone(),
@@ -591,7 +591,7 @@ mod size_probe {
             reflector_ports: vec![],
             gate: Arc::new(ConnectionGate::default()),
             host: "h".into(),
-            listener_stats: Vec::new(),
+            listeners: Vec::new(),
         });
         let name: Arc<str> = "x".into();
         let ctx = Arc::new(ListenerCtx {
