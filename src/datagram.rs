@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net as std_unix;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::Interest;
@@ -50,7 +50,7 @@ pub async fn serve_udp(
     listener: Arc<ListenerCtx>,
     shared: Arc<Shared>,
 ) {
-    let mut answerer = Answerer::new(service, &shared);
+    let mut answerer = Answerer::new(service, &shared, &listener);
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
     let fd = sock.as_raw_fd();
@@ -125,7 +125,7 @@ pub async fn serve_unixgram(
             return;
         }
     };
-    let mut answerer = Answerer::new(service, &shared);
+    let mut answerer = Answerer::new(service, &shared, &listener);
     let mut buf = vec![0; RECV_LEN];
     loop {
         let received = tokio::select! {
@@ -175,7 +175,9 @@ struct Answerer<'a> {
     hasher: RandomState,
     stats: &'a Stats,
     limits: &'a Limits,
-    limiter: ResponseLimiter,
+    /// Shared by every copy of the listener (one per thread), so that
+    /// spreading sources over threads does not multiply their allowance.
+    limiter: &'a Mutex<ResponseLimiter>,
     template: Option<Arc<Template>>,
     origin: Origin,
     /// Counted per datagram, added to the shared counters once per batch.
@@ -198,7 +200,7 @@ struct RecentReply {
 }
 
 impl<'a> Answerer<'a> {
-    fn new(service: ServiceKind, shared: &'a Shared) -> Self {
+    fn new(service: ServiceKind, shared: &'a Shared, listener: &'a ListenerCtx) -> Self {
         let empty = RecentReply {
             peer: 0,
             len: 0,
@@ -213,7 +215,7 @@ impl<'a> Answerer<'a> {
             hasher: RandomState::new(),
             stats: &shared.stats,
             limits: &shared.options.limits,
-            limiter: ResponseLimiter::new(&shared.options.limits.udp),
+            limiter: &listener.udp_limiter,
             template: shared.options.reply_template.clone(),
             origin: Origin {
                 host: shared.host.clone(),
@@ -283,9 +285,11 @@ impl<'a> Answerer<'a> {
             Stats::add(&self.stats.datagram_replies_truncated, 1);
         }
         if let Some(ip) = source.filter(|ip| !self.limits.is_exempt(*ip)) {
-            let verdict = self
-                .limiter
-                .check(ip, request.len(), self.out.len(), Instant::now());
+            let verdict = match self.limiter.lock() {
+                Ok(mut limiter) => limiter.check(ip, request.len(), self.out.len(), Instant::now()),
+                // Only a panic elsewhere poisons it; refuse rather than flood.
+                Err(_) => Verdict::DropRate,
+            };
             let dropped = match verdict {
                 Verdict::Answer => None,
                 Verdict::Slip => {

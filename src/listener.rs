@@ -20,12 +20,34 @@ use crate::service::ServiceKind;
 /// `net.core.somaxconn`).
 const ACCEPT_BACKLOG: i32 = 65_535;
 
-/// A bound socket, ready to serve.
+/// A bound socket, ready to serve. Still a plain (non-blocking) socket:
+/// it joins the I/O driver of the runtime that serves it, which need not
+/// be the one that bound it.
 pub enum BoundSocket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+    Unix(std_unix::UnixListener),
+    UnixGram(std_unix::UnixDatagram),
+}
+
+/// A bound socket registered with the current runtime.
+pub enum Serving {
     Tcp(TcpListener),
     Udp(UdpSocket),
     Unix(UnixListener),
     UnixGram(UnixDatagram),
+}
+
+impl BoundSocket {
+    /// Must run on the runtime that will serve the socket.
+    pub fn register(self) -> io::Result<Serving> {
+        Ok(match self {
+            BoundSocket::Tcp(s) => Serving::Tcp(TcpListener::from_std(s)?),
+            BoundSocket::Udp(s) => Serving::Udp(UdpSocket::from_std(s)?),
+            BoundSocket::Unix(s) => Serving::Unix(UnixListener::from_std(s)?),
+            BoundSocket::UnixGram(s) => Serving::UnixGram(UnixDatagram::from_std(s)?),
+        })
+    }
 }
 
 /// What a listener is bound to, with the port actually chosen.
@@ -81,22 +103,10 @@ fn adopt_inner(service: ServiceKind, socket: Socket) -> io::Result<Bound> {
     };
     let inet = matches!(local_addr, LocalAddr::Inet(_));
     let (transport, bound) = match (inet, stream) {
-        (true, true) => (
-            Transport::Tcp,
-            BoundSocket::Tcp(TcpListener::from_std(socket.into())?),
-        ),
-        (true, false) => (
-            Transport::Udp,
-            BoundSocket::Udp(UdpSocket::from_std(socket.into())?),
-        ),
-        (false, true) => (
-            Transport::Unix,
-            BoundSocket::Unix(UnixListener::from_std(socket.into())?),
-        ),
-        (false, false) => (
-            Transport::UnixGram,
-            BoundSocket::UnixGram(UnixDatagram::from_std(socket.into())?),
-        ),
+        (true, true) => (Transport::Tcp, BoundSocket::Tcp(socket.into())),
+        (true, false) => (Transport::Udp, BoundSocket::Udp(socket.into())),
+        (false, true) => (Transport::Unix, BoundSocket::Unix(socket.into())),
+        (false, false) => (Transport::UnixGram, BoundSocket::UnixGram(socket.into())),
     };
     Ok(Bound {
         socket: bound,
@@ -106,58 +116,78 @@ fn adopt_inner(service: ServiceKind, socket: Socket) -> io::Result<Bound> {
 }
 
 pub async fn bind(endpoint: &Endpoint) -> Result<Bound, Error> {
-    bind_inner(endpoint).await.map_err(|reason| Error::Listen {
-        endpoint: endpoint.to_string(),
-        reason,
-    })
+    let mut copies = bind_copies(endpoint, 1).await?;
+    Ok(copies.swap_remove(0))
 }
 
-async fn bind_inner(endpoint: &Endpoint) -> io::Result<Bound> {
-    let (socket, local) = match (&endpoint.address, endpoint.transport) {
+/// Binds `copies` sockets to one TCP or UDP address, all sharing it with
+/// SO_REUSEPORT, so that the kernel spreads connections and datagrams over
+/// as many threads as serve them. Unix sockets, and a single copy, bind
+/// one ordinary socket.
+pub async fn bind_copies(endpoint: &Endpoint, copies: usize) -> Result<Vec<Bound>, Error> {
+    bind_inner(endpoint, copies)
+        .await
+        .map_err(|reason| Error::Listen {
+            endpoint: endpoint.to_string(),
+            reason,
+        })
+}
+
+async fn bind_inner(endpoint: &Endpoint, copies: usize) -> io::Result<Vec<Bound>> {
+    let sockets = match (&endpoint.address, endpoint.transport) {
         (Address::Inet { host, port }, transport) => {
             let addr = resolve_for_bind(host, *port).await?;
-            bind_inet(addr, transport)?
+            bind_inet_copies(addr, transport, copies)?
         }
-        (Address::Path(path), Transport::Unix) => {
-            clear_stale_socket_file(path, Transport::Unix)?;
-            let listener = UnixListener::bind(path)?;
-            (BoundSocket::Unix(listener), LocalAddr::Path(path.clone()))
-        }
-        (Address::Path(path), _) => {
-            clear_stale_socket_file(path, Transport::UnixGram)?;
-            let socket = UnixDatagram::bind(path)?;
-            (BoundSocket::UnixGram(socket), LocalAddr::Path(path.clone()))
-        }
-        (Address::Abstract(name), Transport::Unix) => {
-            let std = std_unix::UnixListener::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
-            std.set_nonblocking(true)?;
-            let listener = UnixListener::from_std(std)?;
-            (
-                BoundSocket::Unix(listener),
-                LocalAddr::Abstract(name.clone()),
-            )
-        }
-        (Address::Abstract(name), _) => {
-            let std = std_unix::UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
-            std.set_nonblocking(true)?;
-            let socket = UnixDatagram::from_std(std)?;
-            (
-                BoundSocket::UnixGram(socket),
-                LocalAddr::Abstract(name.clone()),
-            )
-        }
+        _ => vec![bind_local(endpoint)?],
     };
     let mut bound_endpoint = endpoint.clone();
-    if let LocalAddr::Inet(addr) = local {
+    if let Some((_, LocalAddr::Inet(addr))) = sockets.first() {
         bound_endpoint.address = Address::Inet {
             host: addr.ip().to_string(),
             port: addr.port(),
         };
     }
-    Ok(Bound {
-        socket,
-        local,
-        endpoint: bound_endpoint,
+    Ok(sockets
+        .into_iter()
+        .map(|(socket, local)| Bound {
+            socket,
+            local,
+            endpoint: bound_endpoint.clone(),
+        })
+        .collect())
+}
+
+fn bind_local(endpoint: &Endpoint) -> io::Result<(BoundSocket, LocalAddr)> {
+    Ok(match (&endpoint.address, endpoint.transport) {
+        (Address::Inet { .. }, _) => {
+            return Err(io::Error::other("an IP address is not a Unix socket"));
+        }
+        (Address::Path(path), Transport::Unix) => {
+            clear_stale_socket_file(path, Transport::Unix)?;
+            let listener = std_unix::UnixListener::bind(path)?;
+            listener.set_nonblocking(true)?;
+            (BoundSocket::Unix(listener), LocalAddr::Path(path.clone()))
+        }
+        (Address::Path(path), _) => {
+            clear_stale_socket_file(path, Transport::UnixGram)?;
+            let socket = std_unix::UnixDatagram::bind(path)?;
+            socket.set_nonblocking(true)?;
+            (BoundSocket::UnixGram(socket), LocalAddr::Path(path.clone()))
+        }
+        (Address::Abstract(name), Transport::Unix) => {
+            let std = std_unix::UnixListener::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
+            std.set_nonblocking(true)?;
+            (BoundSocket::Unix(std), LocalAddr::Abstract(name.clone()))
+        }
+        (Address::Abstract(name), _) => {
+            let std = std_unix::UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
+            std.set_nonblocking(true)?;
+            (
+                BoundSocket::UnixGram(std),
+                LocalAddr::Abstract(name.clone()),
+            )
+        }
     })
 }
 
@@ -185,7 +215,27 @@ fn ipv6_available() -> bool {
     Socket::new(Domain::IPV6, Type::STREAM, None).is_ok()
 }
 
-fn bind_inet(addr: SocketAddr, transport: Transport) -> io::Result<(BoundSocket, LocalAddr)> {
+/// The first socket binds alone: it finds a port that anyone, a server of
+/// ours with SO_REUSEPORT included, already holds (address in use), and
+/// picks the port for `:0`. The copies then share that port among
+/// themselves only; the first is closed, unused, if there are copies.
+fn bind_inet_copies(
+    addr: SocketAddr,
+    transport: Transport,
+    copies: usize,
+) -> io::Result<Vec<(BoundSocket, LocalAddr)>> {
+    let first = inet_socket(addr, transport, false)?;
+    if copies <= 1 {
+        return Ok(vec![into_bound(first, transport)?]);
+    }
+    let addr = bound_addr(&first)?;
+    drop(first);
+    (0..copies)
+        .map(|_| into_bound(inet_socket(addr, transport, true)?, transport))
+        .collect()
+}
+
+fn inet_socket(addr: SocketAddr, transport: Transport, reuse_port: bool) -> io::Result<Socket> {
     let (kind, protocol) = match transport {
         Transport::Tcp => (Type::STREAM, Protocol::TCP),
         _ => (Type::DGRAM, Protocol::UDP),
@@ -199,17 +249,26 @@ fn bind_inet(addr: SocketAddr, transport: Transport) -> io::Result<(BoundSocket,
         // TIME_WAIT. Not for UDP, where it would let two servers share a port.
         socket.set_reuse_address(true)?;
     }
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    let local = socket
+    Ok(socket)
+}
+
+fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket
         .local_addr()?
         .as_socket()
-        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))
+}
+
+fn into_bound(socket: Socket, transport: Transport) -> io::Result<(BoundSocket, LocalAddr)> {
+    let local = bound_addr(&socket)?;
     let bound = if transport == Transport::Tcp {
         socket.listen(ACCEPT_BACKLOG)?;
-        BoundSocket::Tcp(TcpListener::from_std(socket.into())?)
+        BoundSocket::Tcp(socket.into())
     } else {
-        BoundSocket::Udp(UdpSocket::from_std(socket.into())?)
+        BoundSocket::Udp(socket.into())
     };
     Ok((bound, LocalAddr::Inet(local)))
 }

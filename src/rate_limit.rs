@@ -24,6 +24,7 @@ pub enum Verdict {
     DropBytes,
 }
 
+#[derive(Debug)]
 struct Source {
     tokens: f64,
     byte_credit: f64,
@@ -31,6 +32,7 @@ struct Source {
     over_limit: u32,
 }
 
+#[derive(Debug)]
 struct Bucket {
     tokens: f64,
     last: Instant,
@@ -50,7 +52,8 @@ impl Bucket {
     }
 }
 
-/// The limiter of one UDP socket task.
+/// The limiter of one UDP listener, shared by its sockets.
+#[derive(Debug)]
 pub struct ResponseLimiter {
     limits: UdpLimits,
     sources: HashMap<IpAddr, Source>,

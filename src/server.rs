@@ -19,8 +19,9 @@ use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::limits::{ConnectionGate, Limits, Refusal};
-use crate::listener::{self, BoundSocket, LocalAddr};
+use crate::listener::{self, BoundSocket, LocalAddr, Serving};
 use crate::proxy_protocol;
+use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
 use crate::service::stamp::{Origin, Template};
 use crate::stats::{ListenerStats, Snapshot, Stats};
@@ -86,6 +87,25 @@ pub(crate) struct ListenerCtx {
     pub service: ServiceKind,
     pub name: Arc<str>,
     pub stats: ListenerStats,
+    /// When a failing accept was last logged, by any copy of the listener.
+    accept_logged: std::sync::Mutex<Option<Instant>>,
+    /// UDP reply limits, shared by the listener's copies.
+    pub udp_limiter: std::sync::Mutex<ResponseLimiter>,
+}
+
+impl ListenerCtx {
+    /// At most one log line per ACCEPT_LOG_INTERVAL however many threads
+    /// accept on this listener.
+    fn may_log_accept_error(&self) -> bool {
+        let Ok(mut last) = self.accept_logged.lock() else {
+            return false;
+        };
+        let due = last.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_INTERVAL);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 impl Shared {
@@ -144,6 +164,7 @@ pub struct Server {
     endpoints: Vec<Endpoint>,
     inherited: Vec<(ServiceKind, socket2::Socket)>,
     options: Options,
+    runtimes: Vec<tokio::runtime::Handle>,
 }
 
 impl Server {
@@ -173,41 +194,59 @@ impl Server {
         self
     }
 
+    /// Serves every TCP and UDP listener with one socket per runtime, all
+    /// bound to the same address with SO_REUSEPORT, each copy driven by its
+    /// own runtime: with one single-threaded runtime per core, the kernel
+    /// spreads connections and datagrams over the cores and no task ever
+    /// moves between threads. Unix and inherited sockets are served by the
+    /// first runtime. Without this, everything runs on the caller's runtime.
+    pub fn spread_over(mut self, runtimes: Vec<tokio::runtime::Handle>) -> Self {
+        self.runtimes = runtimes;
+        self
+    }
+
     /// Binds every listener (all or nothing), then starts serving.
     pub async fn start(self) -> Result<ServerHandle, Error> {
         if self.endpoints.is_empty() && self.inherited.is_empty() {
             return Err(Error::Usage("no listener given".into()));
         }
-        let mut bound = Vec::with_capacity(self.endpoints.len() + self.inherited.len());
+        // One entry per listener: its copies, one per runtime they spread over.
+        let mut bound: Vec<Vec<listener::Bound>> =
+            Vec::with_capacity(self.endpoints.len() + self.inherited.len());
         for (service, socket) in self.inherited {
-            bound.push(listener::adopt(service, socket)?);
+            bound.push(vec![listener::adopt(service, socket)?]);
         }
         // Files of inherited sockets belong to whoever bound them.
         let mut socket_files = Vec::new();
+        let copies = self.runtimes.len().max(1);
         for endpoint in &self.endpoints {
-            let b = match listener::bind(endpoint).await {
+            let copies = match listener::bind_copies(endpoint, copies).await {
                 Ok(b) => b,
                 Err(e) => {
                     remove_files(&socket_files);
                     return Err(e);
                 }
             };
-            if let LocalAddr::Path(path) = &b.local {
+            if let Some(LocalAddr::Path(path)) = copies.first().map(|b| &b.local) {
                 socket_files.push(path.clone());
             }
-            bound.push(b);
+            bound.push(copies);
         }
 
-        let own_udp_ports = bound.iter().filter_map(|b| match (&b.socket, &b.local) {
-            (BoundSocket::Udp(_), LocalAddr::Inet(addr)) => Some(addr.port()),
-            _ => None,
-        });
+        let own_udp_ports = bound
+            .iter()
+            .flatten()
+            .filter_map(|b| match (&b.socket, &b.local) {
+                (BoundSocket::Udp(_), LocalAddr::Inet(addr)) => Some(addr.port()),
+                _ => None,
+            });
         let host: Arc<str> = self
             .options
             .instance
             .clone()
             .unwrap_or_else(hostname)
             .into();
+        let udp_limits = self.options.limits.udp.clone();
         let shared = Arc::new(Shared {
             style: Arc::new(self.options.time.clone()),
             options: self.options,
@@ -219,11 +258,14 @@ impl Server {
             host,
             listeners: bound
                 .iter()
+                .filter_map(|copies| copies.first())
                 .map(|b| {
                     Arc::new(ListenerCtx {
                         service: b.endpoint.service,
                         name: b.endpoint.to_string().into(),
                         stats: ListenerStats::default(),
+                        accept_logged: Default::default(),
+                        udp_limiter: ResponseLimiter::new(&udp_limits).into(),
                     })
                 })
                 .collect(),
@@ -234,37 +276,21 @@ impl Server {
         };
         let tracker = TaskTracker::new();
         let mut listeners = Vec::with_capacity(bound.len());
-        for (b, ctx) in bound.into_iter().zip(shared.listeners.clone()) {
-            tracing::info!("listening on {} ({})", b.endpoint, b.endpoint.service);
-            listeners.push(Listening {
-                endpoint: b.endpoint.clone(),
-                local: b.local.clone(),
-            });
-            let service = b.endpoint.service;
-            let task_shared = shared.clone();
-            // Stream listeners take the whole endpoint (service and PROXY).
-            match b.socket {
-                BoundSocket::Tcp(l) => tracker.spawn(accept_loop(
-                    l,
-                    b.endpoint.proxy,
-                    ctx,
-                    task_shared,
-                    tracker.clone(),
-                )),
-                BoundSocket::Unix(l) => tracker.spawn(accept_loop(
-                    l,
-                    b.endpoint.proxy,
-                    ctx,
-                    task_shared,
-                    tracker.clone(),
-                )),
-                BoundSocket::Udp(s) => {
-                    tracker.spawn(datagram::serve_udp(s, service, ctx, task_shared))
-                }
-                BoundSocket::UnixGram(s) => {
-                    tracker.spawn(datagram::serve_unixgram(s, service, ctx, task_shared))
-                }
-            };
+        for (copies, ctx) in bound.into_iter().zip(shared.listeners.clone()) {
+            if let Some(b) = copies.first() {
+                tracing::info!("listening on {} ({})", b.endpoint, b.endpoint.service);
+                listeners.push(Listening {
+                    endpoint: b.endpoint.clone(),
+                    local: b.local.clone(),
+                });
+            }
+            for (i, b) in copies.into_iter().enumerate() {
+                let task = serve_listener(b, ctx.clone(), shared.clone(), tracker.clone());
+                match self.runtimes.get(i) {
+                    Some(runtime) => tracker.spawn_on(task, runtime),
+                    None => tracker.spawn(task),
+                };
+            }
         }
         let metrics = metrics_listener.map(|(addr, listener)| {
             tracing::info!("metrics on http://{addr}/metrics");
@@ -282,6 +308,31 @@ impl Server {
             socket_files,
             metrics,
         })
+    }
+}
+
+/// Serves one bound socket until shutdown. Stream listeners take the whole
+/// endpoint (service and PROXY).
+async fn serve_listener(
+    b: listener::Bound,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    let service = b.endpoint.service;
+    let proxy = b.endpoint.proxy;
+    let socket = match b.socket.register() {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!("cannot serve {}: {e}", b.endpoint);
+            return;
+        }
+    };
+    match socket {
+        Serving::Tcp(l) => accept_loop(l, proxy, ctx, shared, tracker).await,
+        Serving::Unix(l) => accept_loop(l, proxy, ctx, shared, tracker).await,
+        Serving::Udp(s) => datagram::serve_udp(s, service, ctx, shared).await,
+        Serving::UnixGram(s) => datagram::serve_unixgram(s, service, ctx, shared).await,
     }
 }
 
@@ -315,6 +366,10 @@ async fn bind_metrics(endpoint: &Endpoint) -> Result<(SocketAddr, TcpListener), 
             "--metrics needs a tcp:// endpoint, not {endpoint}"
         )));
     };
+    let listener = TcpListener::from_std(listener).map_err(|reason| Error::Listen {
+        endpoint: endpoint.to_string(),
+        reason,
+    })?;
     Ok((addr, listener))
 }
 
@@ -436,7 +491,6 @@ async fn accept_loop<L: Accept>(
     tracker: TaskTracker,
 ) {
     let stats = &shared.stats;
-    let mut last_logged: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -450,9 +504,8 @@ async fn accept_loop<L: Accept>(
                 if is_connection_error(&e) {
                     continue;
                 }
-                if last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                if ctx.may_log_accept_error() {
                     tracing::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    last_logged = Some(Instant::now());
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
@@ -598,6 +651,8 @@ mod size_probe {
             service: ServiceKind::Stamp,
             name,
             stats: ListenerStats::default(),
+            accept_logged: Default::default(),
+            udp_limiter: ResponseLimiter::new(&Default::default()).into(),
         });
         let fut = admit(sock, None, Vec::new(), &ctx, &shared).unwrap();
         let size = std::mem::size_of_val(&fut);
