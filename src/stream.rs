@@ -40,6 +40,10 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// How long a closing connection keeps reading (and dropping) what the
 /// client still sends, so our last replies are not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// While draining, a connection is closed once its input has been quiet
+/// this long: lines already on their way when the signal came (in the
+/// client's kernel, or queued behind a busy CPU) still get answered.
+const DRAIN_SETTLE: Duration = Duration::from_millis(50);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
@@ -177,9 +181,9 @@ pub async fn serve<S: StreamSocket>(
         early_input,
         log,
     } = arrival;
-    Stats::add(&shared.stats.connections_accepted, 1);
-    Stats::add(&listener.stats.connections_accepted, 1);
-    Stats::add(&shared.stats.connections_open, 1);
+    Stats::add(&shared.stats.local().connections_accepted, 1);
+    listener.stats.count_connection();
+    Stats::add(&shared.stats.local().connections_open, 1);
     let responder = match (service, shared.options.framing) {
         (ServiceKind::Stamp, Framing::Lines { max_line }) => Some(Responder::Lines { max_line }),
         (ServiceKind::Stamp, Framing::Raw { chunk }) => Some(Responder::Raw { chunk }),
@@ -229,7 +233,7 @@ pub async fn serve<S: StreamSocket>(
             "connection closed"
         );
     }
-    Stats::sub(&shared.stats.connections_open, 1);
+    Stats::sub(&shared.stats.local().connections_open, 1);
     drop(admission);
 }
 
@@ -450,7 +454,7 @@ async fn serve_requests<S: StreamSocket>(
         }
         if !ex.out.is_empty() {
             let replies = std::mem::take(&mut ex.replies);
-            Stats::add(&shared.stats.stream_replies, replies);
+            Stats::add(&shared.stats.local().stream_replies, replies);
             ex.totals.replies += replies;
             ex.totals.bytes_out += ex.out.len() as u64;
             write_out(sock, &mut ex.out, shared).await?;
@@ -479,8 +483,8 @@ async fn serve_requests<S: StreamSocket>(
                         continue;
                     }
                     let counter = match reason {
-                        Expired::Idle => &shared.stats.closed_idle_timeout,
-                        Expired::Line => &shared.stats.closed_line_timeout,
+                        Expired::Idle => &shared.stats.local().closed_idle_timeout,
+                        Expired::Line => &shared.stats.local().closed_line_timeout,
                     };
                     Stats::add(counter, 1);
                     break;
@@ -493,7 +497,7 @@ async fn serve_requests<S: StreamSocket>(
             // While draining, ask the kernel directly: the runtime's
             // readiness flag may not yet know of bytes that already arrived.
             let n = if draining {
-                (&*SockRef::from(&*sock)).read(buf)
+                read_draining(sock, buf)
             } else {
                 read_now(sock, buf)
             }?;
@@ -504,15 +508,38 @@ async fn serve_requests<S: StreamSocket>(
         });
         match read {
             Ok(n) => {
-                Stats::add(&shared.stats.bytes_in, n as u64);
+                Stats::add(&shared.stats.local().bytes_in, n as u64);
                 ex.totals.bytes_in += n as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && draining => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && draining => {
+                // Boxed: only a draining connection pays for the timer.
+                if !Box::pin(input_arrives_soon(sock, shared)).await {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
     Box::pin(close(sock, ex.at_eof, shared)).await
+}
+
+/// A read that asks the kernel first (the runtime's readiness flag may not
+/// yet know of bytes that already arrived), then goes through the runtime,
+/// which clears a stale readiness so that waiting for input really waits.
+fn read_draining<S: StreamSocket>(sock: &S, buf: &mut [u8]) -> io::Result<usize> {
+    match (&*SockRef::from(sock)).read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.try_read(buf),
+        done => done,
+    }
+}
+
+/// While draining: does more input arrive within DRAIN_SETTLE?
+async fn input_arrives_soon<S: StreamSocket>(sock: &S, shared: &Shared) -> bool {
+    tokio::select! {
+        ready = tokio::time::timeout(DRAIN_SETTLE, sock.readable()) => matches!(ready, Ok(Ok(()))),
+        _ = shared.abort.cancelled() => false,
+    }
 }
 
 /// Writes `out` whole. Nearly always the kernel takes it at once; only a
@@ -534,7 +561,7 @@ async fn write_out<S: StreamSocket>(
     if written < out.len() {
         Box::pin(write_rest(sock, &out[written..], shared)).await?;
     }
-    Stats::add(&shared.stats.bytes_out, out.len() as u64);
+    Stats::add(&shared.stats.local().bytes_out, out.len() as u64);
     out.clear();
     release_if_large(out);
     Ok(())
@@ -550,7 +577,7 @@ async fn write_rest<S: StreamSocket>(sock: &mut S, rest: &[u8], shared: &Shared)
         written = tokio::time::timeout(timeout, sock.write_all(rest)) => match written {
             Ok(written) => written?,
             Err(_) => {
-                Stats::add(&shared.stats.closed_write_timeout, 1);
+                Stats::add(&shared.stats.local().closed_write_timeout, 1);
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
             }
         },
@@ -602,7 +629,7 @@ async fn serve_one_reply<S: StreamSocket>(
         ServiceKind::Time => out.extend_from_slice(&time::rfc868_bytes(now)),
         _ => daytime::write_line(&mut stamper, now, &mut out),
     }
-    Stats::add(&shared.stats.stream_replies, 1);
+    Stats::add(&shared.stats.local().stream_replies, 1);
     write_out(sock, &mut out, shared).await?;
     close(sock, false, shared).await
 }
@@ -620,7 +647,7 @@ async fn serve_chargen<S: StreamSocket>(sock: &mut S, shared: &Shared) -> io::Re
             biased;
             _ = shared.shutdown.cancelled() => break,
             _ = tokio::time::sleep_until((last_progress + write_timeout).into()) => {
-                Stats::add(&shared.stats.closed_write_timeout, 1);
+                Stats::add(&shared.stats.local().closed_write_timeout, 1);
                 return Ok(());
             }
             ready = sock.writable() => {
@@ -629,7 +656,7 @@ async fn serve_chargen<S: StreamSocket>(sock: &mut S, shared: &Shared) -> io::Re
                     Ok(n) => {
                         last_progress = Instant::now();
                         offset = (offset + n) % chargen::CYCLE_LEN;
-                        Stats::add(&shared.stats.bytes_out, n as u64);
+                        Stats::add(&shared.stats.local().bytes_out, n as u64);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
@@ -639,7 +666,7 @@ async fn serve_chargen<S: StreamSocket>(sock: &mut S, shared: &Shared) -> io::Re
                 ready?;
                 match SCRATCH.with_borrow_mut(|scratch| sock.try_read(scratch)) {
                     Ok(0) => input_open = false,
-                    Ok(n) => Stats::add(&shared.stats.bytes_in, n as u64),
+                    Ok(n) => Stats::add(&shared.stats.local().bytes_in, n as u64),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ServeProcess, have_tool, socket_path, split_ctime_stamp, tsecho_bin};
@@ -363,7 +363,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 /// Pass: under the load of 100 connections, every line a client had
 /// written before SIGTERM is answered, in order, before the client sees
-/// EOF; the server exits 0 within the drain timeout.
+/// EOF; the server exits 0 within the drain timeout. The clients stop
+/// writing once the signal is sent, as clients of a stopping server do
+/// (one that never stops is served until the drain timeout).
 #[test]
 fn sigterm_during_load_loses_no_complete_line() {
     let mut server = ServeProcess::start(
@@ -372,11 +374,13 @@ fn sigterm_during_load_loses_no_complete_line() {
     );
     let addr = server.addr(0);
     let written: Vec<Arc<AtomicU64>> = (0..100).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let stop_writing = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = written
         .iter()
         .enumerate()
         .map(|(c, count)| {
             let count = count.clone();
+            let stop_writing = stop_writing.clone();
             let conn = TcpStream::connect(addr).unwrap();
             let mut writer = conn.try_clone().unwrap();
             std::thread::spawn(move || {
@@ -398,7 +402,7 @@ fn sigterm_during_load_loses_no_complete_line() {
                         break;
                     }
                     count.store(i + 1, Ordering::SeqCst);
-                    if reader.is_finished() {
+                    if reader.is_finished() || stop_writing.load(Ordering::SeqCst) {
                         break;
                     }
                     if i % 8 == 7 {
@@ -417,6 +421,7 @@ fn sigterm_during_load_loses_no_complete_line() {
     let sent_before: Vec<u64> = written.iter().map(|w| w.load(Ordering::SeqCst)).collect();
     let signalled = Instant::now();
     server.signal("TERM");
+    stop_writing.store(true, Ordering::SeqCst);
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(signalled.elapsed() < Duration::from_secs(6));
