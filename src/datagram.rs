@@ -92,7 +92,7 @@ pub async fn serve_udp(
                 continue;
             };
             if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
-                Stats::add(&shared.stats.datagrams_dropped_reflector_port, 1);
+                Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
                 continue;
             }
             let peer_key = answerer.hasher.hash_one(peer);
@@ -229,9 +229,9 @@ impl<'a> Answerer<'a> {
     /// a few shared atomic adds per batch instead of per datagram.
     fn flush(&mut self, listener: &ListenerStats, latency: std::time::Duration) {
         let batch = std::mem::take(&mut self.batch);
-        Stats::add(&self.stats.bytes_in, batch.bytes_in);
-        Stats::add(&self.stats.bytes_out, batch.bytes_out);
-        Stats::add(&self.stats.datagram_replies, batch.replies);
+        Stats::add(&self.stats.local().bytes_in, batch.bytes_in);
+        Stats::add(&self.stats.local().bytes_out, batch.bytes_out);
+        Stats::add(&self.stats.local().datagram_replies, batch.replies);
         listener.record_replies(batch.replies, latency);
     }
 
@@ -259,7 +259,7 @@ impl<'a> Answerer<'a> {
     ) -> Option<&[u8]> {
         self.batch.bytes_in += request.len() as u64;
         if self.is_our_reply_coming_back(request, peer) {
-            Stats::add(&self.stats.datagrams_dropped_loop, 1);
+            Stats::add(&self.stats.local().datagrams_dropped_loop, 1);
             return None;
         }
         self.out.clear();
@@ -282,7 +282,7 @@ impl<'a> Answerer<'a> {
         }
         if self.out.len() > max_len {
             self.out.truncate(max_len);
-            Stats::add(&self.stats.datagram_replies_truncated, 1);
+            Stats::add(&self.stats.local().datagram_replies_truncated, 1);
         }
         if let Some(ip) = source.filter(|ip| !self.limits.is_exempt(*ip)) {
             let verdict = match self.limiter.lock() {
@@ -293,11 +293,11 @@ impl<'a> Answerer<'a> {
             let dropped = match verdict {
                 Verdict::Answer => None,
                 Verdict::Slip => {
-                    Stats::add(&self.stats.datagrams_slipped, 1);
+                    Stats::add(&self.stats.local().datagrams_slipped, 1);
                     None
                 }
-                Verdict::DropRate => Some(&self.stats.datagrams_dropped_rate_limit),
-                Verdict::DropBytes => Some(&self.stats.datagrams_dropped_byte_budget),
+                Verdict::DropRate => Some(&self.stats.local().datagrams_dropped_rate_limit),
+                Verdict::DropBytes => Some(&self.stats.local().datagrams_dropped_byte_budget),
             };
             if let Some(counter) = dropped {
                 Stats::add(counter, 1);

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 
 use crate::server::{ListenerCtx, Shared};
 use crate::stats::{LATENCY_BUCKETS, Snapshot};
-use std::sync::atomic::Ordering;
 
 /// Serves HTTP until the task is aborted (after the drain).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -211,7 +210,7 @@ fn write_per_listener(out: &mut String, listeners: &[Arc<ListenerCtx>]) {
         "# TYPE tsecho_listener_connections_accepted_total counter"
     );
     for l in listeners {
-        let n = l.stats.connections_accepted.load(Ordering::Relaxed);
+        let n = l.stats.connections_accepted();
         let _ = writeln!(
             out,
             "tsecho_listener_connections_accepted_total{{{}}} {n}",
@@ -224,7 +223,7 @@ fn write_per_listener(out: &mut String, listeners: &[Arc<ListenerCtx>]) {
     );
     let _ = writeln!(out, "# TYPE tsecho_listener_replies_total counter");
     for l in listeners {
-        let n = l.stats.replies.load(Ordering::Relaxed);
+        let n = l.stats.replies();
         let _ = writeln!(out, "tsecho_listener_replies_total{{{}}} {n}", labels(l));
     }
     let _ = writeln!(

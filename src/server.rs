@@ -500,7 +500,7 @@ async fn accept_loop<L: Accept>(
         let (sock, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                Stats::add(&stats.accept_errors, 1);
+                Stats::add(&stats.local().accept_errors, 1);
                 if is_connection_error(&e) {
                     continue;
                 }
@@ -516,7 +516,7 @@ async fn accept_loop<L: Accept>(
         };
         if proxy {
             if !peer.is_some_and(|p| shared.is_trusted_proxy(p.ip())) {
-                Stats::add(&stats.proxy_rejected_untrusted, 1);
+                Stats::add(&stats.local().proxy_rejected_untrusted, 1);
                 continue;
             }
             tracker.spawn(serve_proxied(sock, peer, ctx.clone(), shared.clone()));
@@ -562,11 +562,11 @@ fn admit<S: StreamSocket>(
             ))
         }
         Err(Refusal::MaxConnections) => {
-            Stats::add(&shared.stats.connections_rejected_max, 1);
+            Stats::add(&shared.stats.local().connections_rejected_max, 1);
             None
         }
         Err(Refusal::PerIp) => {
-            Stats::add(&shared.stats.connections_rejected_per_ip, 1);
+            Stats::add(&shared.stats.local().connections_rejected_per_ip, 1);
             None
         }
     }
@@ -589,11 +589,11 @@ async fn serve_proxied<S: StreamSocket>(
         Ok(Ok((proxy_protocol::Header::Local, rest))) => (peer, rest),
         Ok(Err(e)) => {
             tracing::debug!("PROXY header refused: {e}");
-            Stats::add(&shared.stats.proxy_rejected_malformed, 1);
+            Stats::add(&shared.stats.local().proxy_rejected_malformed, 1);
             return;
         }
         Err(_) => {
-            Stats::add(&shared.stats.proxy_rejected_malformed, 1);
+            Stats::add(&shared.stats.local().proxy_rejected_malformed, 1);
             return;
         }
     };

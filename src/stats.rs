@@ -1,12 +1,60 @@
 //! Counters the server keeps while it runs: cheap relaxed atomics, read
-//! through `ServerHandle::stats()` by tests and, later, by metrics.
+//! through `ServerHandle::stats()` by tests and by /metrics.
+//!
+//! Every thread adds to its own copy of the counters, cache lines apart from
+//! the other threads' copies: threads serving connections on different
+//! cores then never contend for one line, which a single shared atomic per
+//! counter makes them do on every reply. Reading sums the copies.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Copies of the counters; threads beyond this many share them.
+const SLOTS: usize = 16;
+
+/// One `T` per thread, each aligned to its own cache lines.
+#[derive(Debug)]
+pub struct PerThread<T> {
+    slots: Box<[Slot<T>]>,
+}
+
+/// 128 bytes: adjacent-line prefetching pairs 64-byte lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot<T>(T);
+
+impl<T: Default> Default for PerThread<T> {
+    fn default() -> Self {
+        PerThread {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+        }
+    }
+}
+
+impl<T> PerThread<T> {
+    /// The calling thread's copy.
+    pub fn local(&self) -> &T {
+        &self.slots[thread_slot() % self.slots.len()].0
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|slot| &slot.0)
+    }
+}
+
+/// Threads take slots in turn as they first count something.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|slot| *slot)
+}
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// One thread's counters.
         #[derive(Debug, Default)]
-        pub struct Stats {
+        pub struct Counters {
             $($(#[$doc])* pub $name: AtomicU64,)*
         }
 
@@ -17,8 +65,15 @@ macro_rules! counters {
         }
 
         impl Stats {
+            /// The sums over all threads. A gauge such as
+            /// `connections_open` may go up on one thread and down on
+            /// another: the sums wrap, and come out right.
             pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+                let mut sum = Snapshot::default();
+                for counters in self.per_thread.all() {
+                    $(sum.$name = sum.$name.wrapping_add(counters.$name.load(Ordering::Relaxed));)*
+                }
+                sum
             }
         }
     };
@@ -67,7 +122,18 @@ counters! {
     bytes_out,
 }
 
+/// The server's counters, kept per thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    per_thread: PerThread<Counters>,
+}
+
 impl Stats {
+    /// This thread's counters, the ones to add to.
+    pub fn local(&self) -> &Counters {
+        self.per_thread.local()
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -88,45 +154,67 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// request to the write that sent them.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
-    pub connections_accepted: AtomicU64,
-    pub replies: AtomicU64,
+    per_thread: PerThread<ListenerCounters>,
+}
+
+#[derive(Debug, Default)]
+struct ListenerCounters {
+    connections_accepted: AtomicU64,
+    replies: AtomicU64,
     /// Per bucket of LATENCY_BUCKETS, then one for larger values.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
 }
 
 impl ListenerStats {
+    pub fn count_connection(&self) {
+        Stats::add(&self.per_thread.local().connections_accepted, 1);
+    }
+
+    pub fn connections_accepted(&self) -> u64 {
+        self.sum(|c| &c.connections_accepted)
+    }
+
+    pub fn replies(&self) -> u64 {
+        self.sum(|c| &c.replies)
+    }
+
+    fn sum(&self, counter: impl Fn(&ListenerCounters) -> &AtomicU64) -> u64 {
+        self.per_thread
+            .all()
+            .map(|c| counter(c).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
     /// Records `replies` replies that all took `latency` (one batch).
     pub fn record_replies(&self, replies: u64, latency: std::time::Duration) {
         if replies == 0 {
             return;
         }
-        Stats::add(&self.replies, replies);
+        let local = self.per_thread.local();
+        Stats::add(&local.replies, replies);
         let seconds = latency.as_secs_f64();
         let bucket = LATENCY_BUCKETS
             .iter()
             .position(|&bound| seconds <= bound)
             .unwrap_or(LATENCY_BUCKETS.len());
-        Stats::add(&self.latency_buckets[bucket], replies);
+        if let Some(counter) = local.latency_buckets.get(bucket) {
+            Stats::add(counter, replies);
+        }
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        Stats::add(&self.latency_sum_ns, ns.saturating_mul(replies));
+        Stats::add(&local.latency_sum_ns, ns.saturating_mul(replies));
     }
 
     /// Cumulative bucket counts (the last one is +Inf), and the sum in seconds.
     pub fn latency(&self) -> (Vec<u64>, f64) {
         let mut total = 0;
-        let cumulative = self
-            .latency_buckets
-            .iter()
-            .map(|b| {
-                total += b.load(Ordering::Relaxed);
+        let cumulative = (0..=LATENCY_BUCKETS.len())
+            .map(|bucket| {
+                total += self.sum(|c| &c.latency_buckets[bucket]);
                 total
             })
             .collect();
-        (
-            cumulative,
-            self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        )
+        (cumulative, self.sum(|c| &c.latency_sum_ns) as f64 / 1e9)
     }
 }
 
@@ -146,6 +234,29 @@ mod tests {
         assert_eq!(buckets[6], 5); // <= 5 ms
         assert_eq!(*buckets.last().unwrap(), 6);
         assert!((sum - (3.0 * 40e-6 + 2.0 * 3e-3 + 5.0)).abs() < 1e-9);
-        assert_eq!(s.replies.load(Ordering::Relaxed), 6);
+        assert_eq!(s.replies(), 6);
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up_even_for_a_gauge() {
+        let stats = Stats::default();
+        std::thread::scope(|scope| {
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        Stats::add(&stats.local().stream_replies, 1);
+                        Stats::add(&stats.local().connections_open, 1);
+                    }
+                });
+            }
+        });
+        // Opened on twenty threads, closed on one.
+        for _ in 0..20_000 {
+            Stats::sub(&stats.local().connections_open, 1);
+        }
+        Stats::add(&stats.local().connections_open, 3);
+        let sum = stats.snapshot();
+        assert_eq!(sum.stream_replies, 20_000);
+        assert_eq!(sum.connections_open, 3);
     }
 }
