@@ -34,5 +34,7 @@ run epoll-echo 'bin/epoll-echo {port}' yes tcp --conns 10 --pipeline 1 --size 40
 run udp-echo 'bin/udp-echo {port}' yes udp --socks 8 --window 16 --size 64 "${common[@]}"
 run epoll-echo 'bin/epoll-echo {port}' yes hold --conns 10000 --sources 127.0.0.2-127.0.0.40 --hold 5 --check
 run tokio-echo 'bin/tokio-echo {port}' no tcp --conns 1000 --pipeline 1 --size 64 "${common[@]}"
+# Not a target: UDP with the server free to use both CPUs (one socket per thread).
+run udp-echo 'bin/udp-echo {port}' no udp --socks 8 --window 16 --size 64 "${common[@]}"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2
