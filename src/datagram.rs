@@ -43,6 +43,7 @@ const RECV_LEN: usize = 65_536;
 /// distant server.
 const LOOP_WINDOW: Duration = Duration::from_millis(500);
 const LOOP_SLOTS: usize = 1024;
+const _: () = assert!(LOOP_SLOTS.is_power_of_two());
 
 pub async fn serve_udp(
     sock: UdpSocket,
@@ -86,7 +87,8 @@ pub async fn serve_udp(
             }
             Ok(())
         });
-        let received_at = Instant::now();
+        // One batch came in one call: one arrival time stamps all of it.
+        let arrival = Arrival::now();
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
@@ -95,16 +97,16 @@ pub async fn serve_udp(
                 Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
                 continue;
             }
-            let peer_key = answerer.hasher.hash_one(peer);
+            let peer_key = answerer.inet_peer_key(peer);
             let max = max_udp_payload(peer);
             answerer.note_addresses(&peer, &local);
-            if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip())) {
+            if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip()), arrival) {
                 replies.push(reply, peer, requests.destination(i));
             }
         }
         // Counted before sending, so a client that has its reply also sees
         // it in the counters; the latency recorded runs to this hand-over.
-        answerer.flush(&listener.stats, received_at.elapsed());
+        answerer.flush(&listener.stats, arrival.at.elapsed());
         if !replies.is_empty() {
             let _ = sock.async_io(Interest::WRITABLE, || replies.send(fd)).await;
         }
@@ -134,7 +136,7 @@ pub async fn serve_unixgram(
             received = sock.recv_from(&mut buf) => received,
         };
         let Ok((len, peer)) = received else { continue };
-        let received_at = Instant::now();
+        let arrival = Arrival::now();
         if peer.is_unnamed() {
             // Nowhere to send a reply to: the client did not bind.
             continue;
@@ -147,9 +149,9 @@ pub async fn serve_unixgram(
             answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
         }
         let answered = answerer
-            .answer(&buf[..len], peer_key, usize::MAX, None)
+            .answer(&buf[..len], peer_key, usize::MAX, None, arrival)
             .is_some();
-        answerer.flush(&listener.stats, received_at.elapsed());
+        answerer.flush(&listener.stats, arrival.at.elapsed());
         if answered {
             let reply = &answerer.out;
             let _ = sock
@@ -172,7 +174,11 @@ struct Answerer<'a> {
     stamper: Stamper,
     out: Vec<u8>,
     recent: Vec<RecentReply>,
+    /// Keys Unix peers (paths) for the loop guard.
     hasher: RandomState,
+    /// A random seed for keying IP peers for the loop guard: an outsider
+    /// cannot aim at a chosen slot.
+    peer_seed: u64,
     stats: &'a Stats,
     limits: &'a Limits,
     /// Shared by every copy of the listener (one per thread), so that
@@ -191,28 +197,68 @@ struct BatchCounts {
     replies: u64,
 }
 
+/// When a datagram (or a batch of them) was received, by both clocks: the
+/// wall clock for its stamp, the monotonic one for intervals.
+#[derive(Clone, Copy)]
+struct Arrival {
+    time: SystemTime,
+    at: Instant,
+}
+
+impl Arrival {
+    fn now() -> Self {
+        Arrival {
+            time: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct RecentReply {
     peer: u64,
-    len: usize,
-    hash: u64,
+    reply: Fingerprint,
     sent: Instant,
+}
+
+/// A reply's length and its first and last 16 bytes: enough to recognise
+/// it at the end of a datagram that carries it back, at the cost of two
+/// copies instead of hashing every reply.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Fingerprint {
+    len: usize,
+    head: [u8; 16],
+    tail: [u8; 16],
+}
+
+impl Fingerprint {
+    fn of(bytes: &[u8]) -> Self {
+        let mut print = Fingerprint {
+            len: bytes.len(),
+            ..Fingerprint::default()
+        };
+        let n = bytes.len().min(16);
+        print.head[..n].copy_from_slice(&bytes[..n]);
+        print.tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+        print
+    }
 }
 
 impl<'a> Answerer<'a> {
     fn new(service: ServiceKind, shared: &'a Shared, listener: &'a ListenerCtx) -> Self {
         let empty = RecentReply {
             peer: 0,
-            len: 0,
-            hash: 0,
+            reply: Fingerprint::default(),
             sent: Instant::now(),
         };
+        let hasher = RandomState::new();
         Answerer {
             service,
             stamper: Stamper::new(shared.style.clone()),
             out: Vec::with_capacity(RECV_LEN + 64),
             recent: vec![empty; LOOP_SLOTS],
-            hasher: RandomState::new(),
+            peer_seed: hasher.hash_one(0_u8),
+            hasher,
             stats: &shared.stats,
             limits: &shared.options.limits,
             limiter: &listener.udp_limiter,
@@ -256,14 +302,15 @@ impl<'a> Answerer<'a> {
         peer: u64,
         max_len: usize,
         source: Option<IpAddr>,
+        arrival: Arrival,
     ) -> Option<&[u8]> {
         self.batch.bytes_in += request.len() as u64;
-        if self.is_our_reply_coming_back(request, peer) {
+        if self.is_our_reply_coming_back(request, peer, arrival.at) {
             Stats::add(&self.stats.local().datagrams_dropped_loop, 1);
             return None;
         }
         self.out.clear();
-        let now = SystemTime::now();
+        let now = arrival.time;
         match (&self.template, self.service) {
             (Some(template), ServiceKind::Stamp) => {
                 template.write(self.stamper.text(now), request, &self.origin, &mut self.out)
@@ -286,7 +333,7 @@ impl<'a> Answerer<'a> {
         }
         if let Some(ip) = source.filter(|ip| !self.limits.is_exempt(*ip)) {
             let verdict = match self.limiter.lock() {
-                Ok(mut limiter) => limiter.check(ip, request.len(), self.out.len(), Instant::now()),
+                Ok(mut limiter) => limiter.check(ip, request.len(), self.out.len(), arrival.at),
                 // Only a panic elsewhere poisons it; refuse rather than flood.
                 Err(_) => Verdict::DropRate,
             };
@@ -304,32 +351,94 @@ impl<'a> Answerer<'a> {
                 return None;
             }
         }
-        self.remember(peer);
+        self.remember(peer, arrival.at);
         self.batch.replies += 1;
         self.batch.bytes_out += self.out.len() as u64;
         Some(&self.out)
     }
 
-    fn slot(peer: u64) -> usize {
-        (peer % LOOP_SLOTS as u64) as usize
+    /// A distinct key per IPv4 peer (a bijection of address and port);
+    /// IPv6 addresses are folded first.
+    fn inet_peer_key(&self, peer: SocketAddr) -> u64 {
+        let address = match peer.ip() {
+            IpAddr::V4(ip) => u64::from(ip.to_bits()),
+            IpAddr::V6(ip) => {
+                let bits = ip.to_bits();
+                (bits >> 64) as u64 ^ (bits as u64).rotate_left(17)
+            }
+        };
+        // splitmix64's finaliser over the seeded key: a bijection, so IPv4
+        // keys stay distinct, and every bit of it reaches the slot bits.
+        let mut x = ((address << 16) ^ u64::from(peer.port())) ^ self.peer_seed;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
 
-    fn is_our_reply_coming_back(&self, request: &[u8], peer: u64) -> bool {
+    fn slot(peer: u64) -> usize {
+        (peer >> (64 - LOOP_SLOTS.trailing_zeros())) as usize % LOOP_SLOTS
+    }
+
+    fn is_our_reply_coming_back(&self, request: &[u8], peer: u64, now: Instant) -> bool {
         let last = &self.recent[Self::slot(peer)];
         last.peer == peer
-            && last.len > 0
-            && request.len() >= last.len
-            && last.sent.elapsed() < LOOP_WINDOW
-            && self.hasher.hash_one(&request[request.len() - last.len..]) == last.hash
+            && last.reply.len > 0
+            && request.len() >= last.reply.len
+            && now.saturating_duration_since(last.sent) < LOOP_WINDOW
+            && Fingerprint::of(&request[request.len() - last.reply.len..]) == last.reply
     }
 
-    fn remember(&mut self, peer: u64) {
-        let hash = self.hasher.hash_one(&self.out[..]);
+    fn remember(&mut self, peer: u64, sent: Instant) {
         self.recent[Self::slot(peer)] = RecentReply {
             peer,
-            len: self.out.len(),
-            hash,
-            sent: Instant::now(),
+            reply: Fingerprint::of(&self.out),
+            sent,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Options;
+
+    #[test]
+    fn ipv4_peers_get_distinct_keys_spread_over_the_slots() {
+        let shared = Shared::for_tests(Options::default());
+        let listener = ListenerCtx::for_tests(ServiceKind::Echo);
+        let answerer = Answerer::new(ServiceKind::Echo, &shared, &listener);
+        let mut keys = std::collections::HashSet::new();
+        let mut slots = std::collections::HashSet::new();
+        for host in 1..=20u8 {
+            for port in 40_000..40_100u16 {
+                let key = answerer.inet_peer_key(SocketAddr::from(([127, 0, 0, host], port)));
+                keys.insert(key);
+                slots.insert(Answerer::slot(key));
+            }
+        }
+        assert_eq!(keys.len(), 2000);
+        // Uniformly random slots would fill 1024 * (1 - e^(-2000/1024)) = 879.
+        assert!(slots.len() > 800, "2000 peers in {} slots", slots.len());
+    }
+
+    #[test]
+    fn a_datagram_ending_with_our_reply_is_a_loop_and_others_are_not() {
+        let shared = Shared::for_tests(Options::default());
+        let listener = ListenerCtx::for_tests(ServiceKind::Stamp);
+        let mut answerer = Answerer::new(ServiceKind::Stamp, &shared, &listener);
+        let peer = answerer.inet_peer_key(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+        let other = answerer.inet_peer_key(SocketAddr::from(([127, 0, 0, 1], 40_001)));
+        let arrival = Arrival::now();
+        let reply = answerer
+            .answer(b"hello", peer, 1500, None, arrival)
+            .unwrap()
+            .to_vec();
+        let mut bounced = b"[Thu Jan  1 00:00:00 1970] ".to_vec();
+        bounced.extend_from_slice(&reply);
+        assert!(answerer.is_our_reply_coming_back(&bounced, peer, arrival.at));
+        assert!(!answerer.is_our_reply_coming_back(&bounced, other, arrival.at));
+        assert!(!answerer.is_our_reply_coming_back(b"hello", peer, arrival.at));
+        let later = arrival.at + LOOP_WINDOW;
+        assert!(!answerer.is_our_reply_coming_back(&bounced, peer, later));
     }
 }

@@ -623,6 +623,36 @@ pub fn default_endpoints() -> Vec<Endpoint> {
 pub const DEFAULT_PORT: u16 = 21567;
 
 #[cfg(test)]
+impl Shared {
+    pub(crate) fn for_tests(options: Options) -> Shared {
+        Shared {
+            style: Arc::new(options.time.clone()),
+            options,
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            reflector_ports: vec![],
+            gate: Arc::new(ConnectionGate::default()),
+            host: "h".into(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ListenerCtx {
+    pub(crate) fn for_tests(service: ServiceKind) -> ListenerCtx {
+        ListenerCtx {
+            service,
+            name: "x".into(),
+            stats: ListenerStats::default(),
+            accept_logged: Default::default(),
+            udp_limiter: ResponseLimiter::new(&Default::default()).into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod size_probe {
     use super::*;
 
@@ -635,25 +665,8 @@ mod size_probe {
         let sock = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let shared = Arc::new(Shared {
-            options: Options::default(),
-            style: Arc::new(TimeStyle::default()),
-            stats: Stats::default(),
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            reflector_ports: vec![],
-            gate: Arc::new(ConnectionGate::default()),
-            host: "h".into(),
-            listeners: Vec::new(),
-        });
-        let name: Arc<str> = "x".into();
-        let ctx = Arc::new(ListenerCtx {
-            service: ServiceKind::Stamp,
-            name,
-            stats: ListenerStats::default(),
-            accept_logged: Default::default(),
-            udp_limiter: ResponseLimiter::new(&Default::default()).into(),
-        });
+        let shared = Arc::new(Shared::for_tests(Options::default()));
+        let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp));
         let fut = admit(sock, None, Vec::new(), &ctx, &shared).unwrap();
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection future: {size} bytes");
