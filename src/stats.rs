@@ -14,7 +14,7 @@ const SLOTS: usize = 16;
 /// One `T` per thread, each aligned to its own cache lines.
 #[derive(Debug)]
 pub struct PerThread<T> {
-    slots: Box<[Slot<T>]>,
+    slots: Box<[Slot<T>; SLOTS]>,
 }
 
 /// 128 bytes: adjacent-line prefetching pairs 64-byte lines.
@@ -25,7 +25,7 @@ struct Slot<T>(T);
 impl<T: Default> Default for PerThread<T> {
     fn default() -> Self {
         PerThread {
-            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            slots: Box::new(std::array::from_fn(|_| Slot::default())),
         }
     }
 }
@@ -33,7 +33,7 @@ impl<T: Default> Default for PerThread<T> {
 impl<T> PerThread<T> {
     /// The calling thread's copy.
     pub fn local(&self) -> &T {
-        &self.slots[thread_slot() % self.slots.len()].0
+        &self.slots[thread_slot() % SLOTS].0
     }
 
     pub fn all(&self) -> impl Iterator<Item = &T> {
