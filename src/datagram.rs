@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::Interest;
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::net::UnixDatagram;
 
 use crate::clock::Stamper;
 use crate::limits::Limits;
@@ -28,7 +28,7 @@ use crate::service::stamp::{Origin, Template};
 use crate::service::{self, ServiceKind};
 use crate::stats::ListenerStats;
 use crate::stats::Stats;
-use crate::udp_batch::{BATCH, RecvBatch, SendBatch, enable_destination_info};
+use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info};
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
@@ -45,12 +45,27 @@ const LOOP_WINDOW: Duration = Duration::from_millis(500);
 const LOOP_SLOTS: usize = 1024;
 const _: () = assert!(LOOP_SLOTS.is_power_of_two());
 
-pub async fn serve_udp(
-    sock: UdpSocket,
+/// Serves one UDP socket on the calling thread, blocking in recvmmsg until
+/// `Shared::wake_udp_threads` shuts the socket's receiving side after the
+/// server's shutdown began.
+///
+/// A thread of its own rather than a task: a socket in an epoll set costs
+/// every arriving datagram an epoll callback, paid by whoever sends it
+/// (on loopback, the client's CPU), even while we are busy; a blocked
+/// receiver costs that only while it sleeps. Measured against the task
+/// (pinned, 8 sockets x 16): requests/s 1.04x, server CPU per datagram
+/// 0.965x, the client's 0.97x.
+pub fn serve_udp(
+    sock: Arc<std::net::UdpSocket>,
     service: ServiceKind,
     listener: Arc<ListenerCtx>,
     shared: Arc<Shared>,
 ) {
+    if let Err(e) = sock.set_nonblocking(false) {
+        tracing::error!("UDP socket unusable: {e}");
+        return;
+    }
+    shared.watch_udp_socket(sock.clone());
     let mut answerer = Answerer::new(service, &shared, &listener);
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
@@ -65,28 +80,14 @@ pub async fn serve_udp(
     let local = sock
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => return,
-            // Errors here are ICMP reports about earlier replies; they
-            // concern one peer, never the socket.
-            _ = sock.readable() => {}
+    while !shared.shutdown.is_cancelled() {
+        // Errors are ICMP reports about earlier replies; they concern one
+        // peer, never the socket.
+        let count = requests.recv(fd).unwrap_or(0);
+        if shared.shutdown.is_cancelled() {
+            // Woken by the shutdown, or just in time for it.
+            break;
         }
-        // A short batch means the queue is drained. Reporting WouldBlock for
-        // it lets the runtime forget the readiness it saw before this
-        // receive (and only that one), which saves the receive that would
-        // only say EAGAIN without risking a lost wakeup.
-        let mut count = 0;
-        let _ = sock.try_io(Interest::READABLE, || {
-            count = requests.recv(fd)?;
-            if count < BATCH {
-                return Err(std::io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
         // One batch came in one call: one arrival time stamps all of it.
         let arrival = Arrival::now();
         for i in 0..count {
@@ -107,9 +108,7 @@ pub async fn serve_udp(
         // Counted before sending, so a client that has its reply also sees
         // it in the counters; the latency recorded runs to this hand-over.
         answerer.flush(&listener.stats, arrival.at.elapsed());
-        if !replies.is_empty() {
-            let _ = sock.async_io(Interest::WRITABLE, || replies.send(fd)).await;
-        }
+        replies.send(fd);
     }
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::net::{self as std_unix, SocketAddr as UnixAddr};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use tokio::net::{TcpListener, UnixDatagram, UnixListener};
 
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
@@ -30,10 +30,10 @@ pub enum BoundSocket {
     UnixGram(std_unix::UnixDatagram),
 }
 
-/// A bound socket registered with the current runtime.
+/// A bound socket registered with the current runtime. UDP sockets are
+/// not: each is served by a thread of its own.
 pub enum Serving {
     Tcp(TcpListener),
-    Udp(UdpSocket),
     Unix(UnixListener),
     UnixGram(UnixDatagram),
 }
@@ -43,7 +43,9 @@ impl BoundSocket {
     pub fn register(self) -> io::Result<Serving> {
         Ok(match self {
             BoundSocket::Tcp(s) => Serving::Tcp(TcpListener::from_std(s)?),
-            BoundSocket::Udp(s) => Serving::Udp(UdpSocket::from_std(s)?),
+            BoundSocket::Udp(_) => {
+                return Err(io::Error::other("UDP sockets are served by threads"));
+            }
             BoundSocket::Unix(s) => Serving::Unix(UnixListener::from_std(s)?),
             BoundSocket::UnixGram(s) => Serving::UnixGram(UnixDatagram::from_std(s)?),
         })

@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     pub host: Arc<str>,
     /// One per listener, in the order they were given.
     pub listeners: Vec<Arc<ListenerCtx>>,
+    /// UDP sockets whose threads block in a receive, to wake on shutdown.
+    udp_sockets: std::sync::Mutex<Vec<Arc<std::net::UdpSocket>>>,
 }
 
 /// A listener's name, service and counters, shared by its connections.
@@ -109,6 +111,24 @@ impl ListenerCtx {
 }
 
 impl Shared {
+    pub(crate) fn watch_udp_socket(&self, sock: Arc<std::net::UdpSocket>) {
+        if let Ok(mut sockets) = self.udp_sockets.lock() {
+            sockets.push(sock);
+        }
+    }
+
+    /// Shuts the receiving side of every UDP socket, which returns their
+    /// threads from a blocked receive (after `shutdown` is cancelled, so
+    /// that they stop).
+    fn wake_udp_threads(&self) {
+        if let Ok(sockets) = self.udp_sockets.lock() {
+            for sock in sockets.iter() {
+                // Unconnected UDP sockets report ENOTCONN, yet are shut.
+                let _ = socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Read);
+            }
+        }
+    }
+
     fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.options
@@ -195,11 +215,12 @@ impl Server {
     }
 
     /// Serves every TCP and UDP listener with one socket per runtime, all
-    /// bound to the same address with SO_REUSEPORT, each copy driven by its
-    /// own runtime: with one single-threaded runtime per core, the kernel
-    /// spreads connections and datagrams over the cores and no task ever
-    /// moves between threads. Unix and inherited sockets are served by the
-    /// first runtime. Without this, everything runs on the caller's runtime.
+    /// bound to the same address with SO_REUSEPORT: each TCP copy is driven
+    /// by its own runtime, so with one single-threaded runtime per core the
+    /// kernel spreads connections over the cores and no task ever moves
+    /// between threads; each UDP copy, like every UDP socket, gets a thread
+    /// of its own. Unix and inherited sockets are served by the first
+    /// runtime. Without this, everything runs on the caller's runtime.
     pub fn spread_over(mut self, runtimes: Vec<tokio::runtime::Handle>) -> Self {
         self.runtimes = runtimes;
         self
@@ -269,6 +290,7 @@ impl Server {
                     })
                 })
                 .collect(),
+            udp_sockets: Default::default(),
         });
         let metrics_listener = match &shared.options.metrics {
             Some(endpoint) => Some(bind_metrics(endpoint).await?),
@@ -321,6 +343,9 @@ async fn serve_listener(
 ) {
     let service = b.endpoint.service;
     let proxy = b.endpoint.proxy;
+    if let BoundSocket::Udp(sock) = b.socket {
+        return serve_udp_on_a_thread(sock, service, ctx, shared).await;
+    }
     let socket = match b.socket.register() {
         Ok(socket) => socket,
         Err(e) => {
@@ -331,8 +356,30 @@ async fn serve_listener(
     match socket {
         Serving::Tcp(l) => accept_loop(l, proxy, ctx, shared, tracker).await,
         Serving::Unix(l) => accept_loop(l, proxy, ctx, shared, tracker).await,
-        Serving::Udp(s) => datagram::serve_udp(s, service, ctx, shared).await,
         Serving::UnixGram(s) => datagram::serve_unixgram(s, service, ctx, shared).await,
+    }
+}
+
+/// Runs `datagram::serve_udp` on a thread of its own and waits for it, so
+/// that the server's task tracker knows when it ended.
+async fn serve_udp_on_a_thread(
+    sock: std::net::UdpSocket,
+    service: ServiceKind,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("tsecho-udp".into())
+        .spawn(move || {
+            datagram::serve_udp(Arc::new(sock), service, ctx, shared);
+            drop(done_tx);
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = done_rx.await;
+        }
+        Err(e) => tracing::error!("cannot start a UDP thread: {e}"),
     }
 }
 
@@ -408,6 +455,7 @@ impl ServerHandle {
     /// still open then are dropped.
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
+        self.shared.wake_udp_threads();
         self.tracker.close();
         let drain = self.shared.options.drain_timeout;
         if tokio::time::timeout(drain, self.tracker.wait())
@@ -427,6 +475,7 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
+        self.shared.wake_udp_threads();
         self.shared.abort.cancel();
         if let Some((_, task)) = &self.metrics {
             task.abort();
@@ -635,6 +684,7 @@ impl Shared {
             gate: Arc::new(ConnectionGate::default()),
             host: "h".into(),
             listeners: Vec::new(),
+            udp_sockets: Default::default(),
         }
     }
 }

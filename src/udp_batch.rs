@@ -91,8 +91,8 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Receives what is queued, up to `BATCH` datagrams, without blocking:
-    /// `WouldBlock` when nothing is.
+    /// On a blocking socket: waits for one datagram, then takes whatever
+    /// else is queued, up to `BATCH` datagrams.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
@@ -117,7 +117,7 @@ impl RecvBatch {
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_WAITFORONE,
                 ptr::null_mut(),
             )
         };
@@ -271,10 +271,10 @@ impl SendBatch {
         self.addrs.push(SockAddr::from(to));
     }
 
-    /// Sends what is queued and not sent yet. A reply the kernel refuses
-    /// for its own reasons (not `WouldBlock`) is skipped, so one bad
-    /// destination cannot hold up the rest.
-    pub fn send(&mut self, fd: RawFd) -> io::Result<()> {
+    /// Sends what is queued, waiting for room in the socket's buffer if
+    /// need be. A reply the kernel refuses for its own reasons is skipped,
+    /// so one bad destination cannot hold up the rest.
+    pub fn send(&mut self, fd: RawFd) {
         while !self.is_empty() {
             let pending = self.addrs.len() - self.sent;
             // SAFETY: plain old data, zeroes are valid.
@@ -297,27 +297,17 @@ impl SendBatch {
             }
             // SAFETY: each header points at `lens[i]` initialised bytes and
             // an address of `len()` bytes, alive for the whole call.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    headers.as_mut_ptr(),
-                    pending as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), pending as libc::c_uint, 0) };
             if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::WouldBlock {
-                    return Err(err);
+                if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    self.sent += 1;
                 }
-                self.sent += 1;
             } else {
                 self.sent += n as usize;
             }
         }
         self.addrs.clear();
         self.sent = 0;
-        Ok(())
     }
 }
 
@@ -335,7 +325,7 @@ mod tests {
         for i in 0..5u8 {
             out.push(&[i; 3], to, None);
         }
-        out.send(client.as_raw_fd()).unwrap();
+        out.send(client.as_raw_fd());
         assert!(out.is_empty());
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();

@@ -317,3 +317,41 @@ async fn udp_on_a_wildcard_replies_from_the_address_the_request_came_to() {
         assert_eq!(split_ctime_stamp(&buf[..n]).1, b"multi-homed", "{url}");
     }
 }
+
+/// Pass: UDP sockets are served by threads blocked in a receive; shutting
+/// the server down wakes them (the test would hang otherwise), and the
+/// port is free again once `shutdown` returns. Dropping a second server
+/// without `shutdown` frees its port too.
+#[tokio::test]
+async fn shutdown_wakes_the_udp_threads_and_frees_the_port() {
+    for graceful in [true, false] {
+        let server = start(&["udp://127.0.0.1:0"]).await;
+        let addr = server.udp_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"before", addr).await.unwrap();
+        let mut buf = [0; 64];
+        let (len, _) = client.recv_from(&mut buf).await.unwrap();
+        assert!(buf[..len].ends_with(b"] before"));
+        if graceful {
+            tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+                .await
+                .expect("shutdown waits for the UDP thread, which must wake");
+        } else {
+            drop(server);
+        }
+        // The thread may still be finishing after a drop: the port comes
+        // free as it does.
+        let rebound = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match std::net::UdpSocket::bind(addr) {
+                    Ok(sock) => return sock,
+                    Err(_) if !graceful => tokio::task::yield_now().await,
+                    Err(e) => panic!("port still held after shutdown: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("the port must come free");
+        drop(rebound);
+    }
+}
