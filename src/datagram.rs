@@ -167,7 +167,7 @@ fn max_udp_payload(peer: SocketAddr) -> usize {
     }
 }
 
-/// Turns request datagrams into reply datagrams, per socket task.
+/// Turns request datagrams into reply datagrams, per socket (one thread or task each).
 struct Answerer<'a> {
     service: ServiceKind,
     stamper: Stamper,
