@@ -226,15 +226,26 @@ fn bind_inet_copies(
     transport: Transport,
     copies: usize,
 ) -> io::Result<Vec<(BoundSocket, LocalAddr)>> {
-    let first = inet_socket(addr, transport, false)?;
-    if copies <= 1 {
-        return Ok(vec![into_bound(first, transport)?]);
+    // A port picked for `:0` can be taken by someone else between closing
+    // the first socket and binding the copies: then pick another.
+    let attempts = if addr.port() == 0 { 5 } else { 1 };
+    let mut result = Err(io::ErrorKind::AddrInUse.into());
+    for _ in 0..attempts {
+        let first = inet_socket(addr, transport, false)?;
+        if copies <= 1 {
+            return Ok(vec![into_bound(first, transport)?]);
+        }
+        let chosen = bound_addr(&first)?;
+        drop(first);
+        result = (0..copies)
+            .map(|_| into_bound(inet_socket(chosen, transport, true)?, transport))
+            .collect();
+        match &result {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            _ => break,
+        }
     }
-    let addr = bound_addr(&first)?;
-    drop(first);
-    (0..copies)
-        .map(|_| into_bound(inet_socket(addr, transport, true)?, transport))
-        .collect()
+    result
 }
 
 fn inet_socket(addr: SocketAddr, transport: Transport, reuse_port: bool) -> io::Result<Socket> {
