@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ServeProcess, have_tool, socket_path, start, tsecho_bin};
+use common::{ServeProcess, free_tcp_port, have_tool, socket_path, start, tsecho_bin};
 use tsecho::ServerHandle;
 
 /// The RFC 864 stream, built here from the RFC's words rather than taken
@@ -374,14 +374,6 @@ impl Drop for Xinetd {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

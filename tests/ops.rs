@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ServeProcess, have_tool, socket_path, split_ctime_stamp, tsecho_bin};
+use common::{ServeProcess, free_tcp_port, have_tool, socket_path, split_ctime_stamp, tsecho_bin};
 
 fn curl(url: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -217,14 +217,6 @@ fn sd_notify_reports_ready_watchdog_and_stopping() {
     let _ = std::fs::remove_file(&path);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// systemd-socket-activate binds, prints "Listening on ...", and execs
 /// tsecho with the socket as fd 3 when the first client arrives.
 fn socket_activated(extra: &[&str], port: u16) -> std::process::Child {
@@ -255,7 +247,7 @@ fn socket_activation_over_tcp_and_udp_with_named_services() {
     if !have_tool("systemd-socket-activate") {
         return;
     }
-    let port = free_port();
+    let port = free_tcp_port();
     let mut tcp = socket_activated(&[], port);
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.write_all(b"activated\n").unwrap();
@@ -266,7 +258,7 @@ fn socket_activation_over_tcp_and_udp_with_named_services() {
     let _ = tcp.kill();
     let _ = tcp.wait();
 
-    let port = free_port();
+    let port = free_tcp_port();
     let mut udp = socket_activated(&["--datagram", "--fdname=echo"], port);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, have_tool, start_with};
+use common::{ServeProcess, free_tcp_port, have_tool, start_with};
 use socket2::{Domain, Socket, Type};
 use tsecho::Options;
 
@@ -120,14 +120,6 @@ impl Drop for Haproxy {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One line through the balancer from 127.0.0.9: (instance, peer) of the reply.
 fn ask_through(frontend: SocketAddr, line: &str) -> Option<(String, String)> {
     let mut conn = connect_from("127.0.0.9", frontend);
@@ -169,7 +161,7 @@ fn three_instances_behind_haproxy_see_the_client_and_survive_a_stop() {
             )
         })
         .collect();
-    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let servers: String = instances
         .iter()
         .enumerate()

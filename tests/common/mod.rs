@@ -10,6 +10,17 @@ use std::process::{Child, Command, Stdio};
 
 use tsecho::{Options, Server, ServerHandle};
 
+/// A TCP port free on loopback right now, for outside programs (xinetd,
+/// HAProxy, systemd-socket-activate) that must be told a port rather than
+/// bind port 0 themselves.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// True when an outside tool is on PATH. When it is missing the test skips
 /// with a printed reason, unless CI demands it with TSECHO_REQUIRE_INTEROP=1.
 pub fn have_tool(tool: &str) -> bool {
