@@ -21,13 +21,12 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
 use crate::clock::Stamper;
+use crate::context::{ListenerCtx, Shared};
 use crate::limits::Limits;
 use crate::rate_limit::{ResponseLimiter, Verdict};
-use crate::server::{ListenerCtx, Shared};
-use crate::service::stamp::{Origin, Template};
+use crate::service::stamp::StampWriter;
 use crate::service::{self, ServiceKind};
-use crate::stats::ListenerStats;
-use crate::stats::Stats;
+use crate::stats::{ListenerStats, Stats};
 use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info};
 
 /// Source ports of services that answer whatever they receive: replying to
@@ -45,6 +44,28 @@ const LOOP_WINDOW: Duration = Duration::from_millis(500);
 const LOOP_SLOTS: usize = 1024;
 const _: () = assert!(LOOP_SLOTS.is_power_of_two());
 
+/// Runs `serve_udp` on a thread of its own and waits for it, so that the
+/// server's task tracker knows when it ended.
+pub async fn serve_udp_on_a_thread(
+    sock: std::net::UdpSocket,
+    listener: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("tsecho-udp".into())
+        .spawn(move || {
+            serve_udp(Arc::new(sock), listener, shared);
+            drop(done_tx);
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = done_rx.await;
+        }
+        Err(e) => tracing::error!("cannot start a UDP thread: {e}"),
+    }
+}
+
 /// Serves one UDP socket on the calling thread, blocking in recvmmsg until
 /// `Shared::wake_udp_threads` shuts the socket's receiving side after the
 /// server's shutdown began.
@@ -55,18 +76,13 @@ const _: () = assert!(LOOP_SLOTS.is_power_of_two());
 /// receiver costs that only while it sleeps. Measured against the task
 /// (pinned, 8 sockets x 16): requests/s 1.04x, server CPU per datagram
 /// 0.965x, the client's 0.97x.
-pub fn serve_udp(
-    sock: Arc<std::net::UdpSocket>,
-    service: ServiceKind,
-    listener: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
-) {
+fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
     if let Err(e) = sock.set_nonblocking(false) {
         tracing::error!("UDP socket unusable: {e}");
         return;
     }
     shared.watch_udp_socket(sock.clone());
-    let mut answerer = Answerer::new(service, &shared, &listener);
+    let mut answerer = Answerer::new(&shared, &listener);
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
     let fd = sock.as_raw_fd();
@@ -112,12 +128,7 @@ pub fn serve_udp(
     }
 }
 
-pub async fn serve_unixgram(
-    sock: UnixDatagram,
-    service: ServiceKind,
-    listener: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
-) {
+pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
     // std's socket type can send to abstract addresses; tokio's only to paths.
     let sender = match sock.as_fd().try_clone_to_owned() {
         Ok(fd) => std_unix::UnixDatagram::from(fd),
@@ -126,7 +137,7 @@ pub async fn serve_unixgram(
             return;
         }
     };
-    let mut answerer = Answerer::new(service, &shared, &listener);
+    let mut answerer = Answerer::new(&shared, &listener);
     let mut buf = vec![0; RECV_LEN];
     loop {
         let received = tokio::select! {
@@ -144,7 +155,7 @@ pub async fn serve_unixgram(
             .hasher
             .hash_one((peer.as_pathname(), peer.as_abstract_name()));
         let peer: std_unix::SocketAddr = peer.into();
-        if answerer.template.is_some() {
+        if answerer.stamp.has_template() {
             answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
         }
         let answered = answerer
@@ -170,7 +181,7 @@ fn max_udp_payload(peer: SocketAddr) -> usize {
 /// Turns request datagrams into reply datagrams, per socket (one thread or task each).
 struct Answerer<'a> {
     service: ServiceKind,
-    stamper: Stamper,
+    stamp: StampWriter,
     out: Vec<u8>,
     recent: Vec<RecentReply>,
     /// Keys Unix peers (paths) for the loop guard.
@@ -183,8 +194,6 @@ struct Answerer<'a> {
     /// Shared by every copy of the listener (one per thread), so that
     /// spreading sources over threads does not multiply their allowance.
     limiter: &'a Mutex<ResponseLimiter>,
-    template: Option<Arc<Template>>,
-    origin: Origin,
     /// Counted per datagram, added to the shared counters once per batch.
     batch: BatchCounts,
 }
@@ -244,16 +253,21 @@ impl Fingerprint {
 }
 
 impl<'a> Answerer<'a> {
-    fn new(service: ServiceKind, shared: &'a Shared, listener: &'a ListenerCtx) -> Self {
+    fn new(shared: &'a Shared, listener: &'a ListenerCtx) -> Self {
         let empty = RecentReply {
             peer: 0,
             reply: Fingerprint::default(),
             sent: Instant::now(),
         };
         let hasher = RandomState::new();
+        let template = shared.options.reply_template.clone();
+        let mut stamp = StampWriter::new(Stamper::new(shared.style.clone()), template, None);
+        if stamp.has_template() {
+            stamp.origin_mut().host = shared.host.clone();
+        }
         Answerer {
-            service,
-            stamper: Stamper::new(shared.style.clone()),
+            service: listener.service,
+            stamp,
             out: Vec::with_capacity(RECV_LEN + 64),
             recent: vec![empty; LOOP_SLOTS],
             peer_seed: hasher.hash_one(0_u8),
@@ -261,11 +275,6 @@ impl<'a> Answerer<'a> {
             stats: &shared.stats,
             limits: &shared.options.limits,
             limiter: &listener.udp_limiter,
-            template: shared.options.reply_template.clone(),
-            origin: Origin {
-                host: shared.host.clone(),
-                ..Origin::default()
-            },
             batch: BatchCounts::default(),
         }
     }
@@ -283,12 +292,13 @@ impl<'a> Answerer<'a> {
     /// Only a reply template shows the peer and local address; plain
     /// replies never pay for formatting them.
     fn note_addresses(&mut self, peer: &dyn std::fmt::Display, local: &dyn std::fmt::Display) {
-        if self.template.is_some() {
+        if self.stamp.has_template() {
             use std::fmt::Write;
-            self.origin.peer.clear();
-            let _ = write!(self.origin.peer, "{peer}");
-            if self.origin.local.is_empty() {
-                let _ = write!(self.origin.local, "{local}");
+            let origin = self.stamp.origin_mut();
+            origin.peer.clear();
+            let _ = write!(origin.peer, "{peer}");
+            if origin.local.is_empty() {
+                let _ = write!(origin.local, "{local}");
             }
         }
     }
@@ -309,22 +319,14 @@ impl<'a> Answerer<'a> {
             return None;
         }
         self.out.clear();
-        let now = arrival.time;
-        match (&self.template, self.service) {
-            (Some(template), ServiceKind::Stamp) => {
-                template.write(self.stamper.text(now), request, &self.origin, &mut self.out)
-            }
-            _ => {
-                if !service::datagram_reply(
-                    self.service,
-                    request,
-                    now,
-                    &mut self.stamper,
-                    &mut self.out,
-                ) {
-                    return None;
-                }
-            }
+        if !service::datagram_reply(
+            self.service,
+            request,
+            arrival.time,
+            &mut self.stamp,
+            &mut self.out,
+        ) {
+            return None;
         }
         if self.out.len() > max_len {
             self.out.truncate(max_len);
@@ -399,13 +401,13 @@ impl<'a> Answerer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Options;
+    use crate::settings::Options;
 
     #[test]
     fn ipv4_peers_get_distinct_keys_spread_over_the_slots() {
         let shared = Shared::for_tests(Options::default());
         let listener = ListenerCtx::for_tests(ServiceKind::Echo);
-        let answerer = Answerer::new(ServiceKind::Echo, &shared, &listener);
+        let answerer = Answerer::new(&shared, &listener);
         let mut keys = std::collections::HashSet::new();
         let mut slots = std::collections::HashSet::new();
         for host in 1..=20u8 {
@@ -424,7 +426,7 @@ mod tests {
     fn a_datagram_ending_with_our_reply_is_a_loop_and_others_are_not() {
         let shared = Shared::for_tests(Options::default());
         let listener = ListenerCtx::for_tests(ServiceKind::Stamp);
-        let mut answerer = Answerer::new(ServiceKind::Stamp, &shared, &listener);
+        let mut answerer = Answerer::new(&shared, &listener);
         let peer = answerer.inet_peer_key(SocketAddr::from(([127, 0, 0, 1], 40_000)));
         let other = answerer.inet_peer_key(SocketAddr::from(([127, 0, 0, 1], 40_001)));
         let arrival = Arrival::now();

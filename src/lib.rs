@@ -1,11 +1,14 @@
 //! tsecho: a timestamp echo server (and the classic inetd services) over
 //! TCP, UDP and Unix sockets, with the clients that talk to it.
 //!
-//! Data flows one way: `listener -> stream | datagram -> framing -> service
-//! -> reply`. Start a server in a test with [`Server`].
+//! Data flows one way: `endpoint -> listener -> connection (stream |
+//! datagram) -> framing -> service -> reply`; docs/architecture.md maps
+//! the modules. Start a server in a test with [`Server`].
 
 pub mod client;
 pub mod clock;
+mod connection;
+mod context;
 mod datagram;
 pub mod endpoint;
 pub mod error;
@@ -17,14 +20,17 @@ pub mod proxy_protocol;
 mod rate_limit;
 mod server;
 pub mod service;
+pub mod settings;
 mod shards;
 pub mod stats;
 mod stream;
 pub mod systemd;
+pub mod transport;
 mod udp_batch;
 
 pub use endpoint::{Address, Endpoint, Transport};
 pub use error::Error;
-pub use server::{DEFAULT_PORT, Listening, Options, Server, ServerHandle, default_endpoints};
+pub use server::{Listening, Server, ServerHandle, default_endpoints};
 pub use service::ServiceKind;
+pub use settings::{DEFAULT_PORT, Options};
 pub use shards::Shards;

@@ -5,31 +5,69 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
-use crate::server::{ListenerCtx, Shared};
+use crate::context::{ListenerCtx, LogLimiter, Shared};
+use crate::listener::accept_next;
 use crate::stats::{LATENCY_BUCKETS, Snapshot};
 
-/// Serves HTTP until the task is aborted (after the drain).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Scrapers and probes are few. Past this many open connections, more
+/// wait in the kernel's queue, where they cost the server no descriptor:
+/// a flood of idle connections here cannot starve the stamp listeners.
+const MAX_CONNECTIONS: usize = 32;
+/// A request's headers must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// However busy, a connection is closed after this long; scrapers simply
+/// connect again, and an idle keep-alive connection cannot hold its place.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves HTTP until the server's tasks are aborted (after the drain), so
+/// that /readyz answers 503 while connections drain.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accept_log = LogLimiter::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        // A permit before the accept, as mini-redis does.
+        let permit = tokio::select! {
+            _ = shared.abort.cancelled() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let Some((stream, _)) =
+            accept_next(&listener, &shared.abort, &shared.stats, &accept_log).await
+        else {
+            return;
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| respond(request, shared.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+        tracker.spawn(async move {
+            serve_connection(stream, shared).await;
+            drop(permit);
         });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let abort = shared.abort.clone();
+    let service = service_fn(move |request| respond(request, shared.clone()));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+        _ = abort.cancelled() => {}
     }
 }
 

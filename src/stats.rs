@@ -65,9 +65,7 @@ macro_rules! counters {
         }
 
         impl Stats {
-            /// The sums over all threads. A gauge such as
-            /// `connections_open` may go up on one thread and down on
-            /// another: the sums wrap, and come out right.
+            /// The sums over all threads.
             pub fn snapshot(&self) -> Snapshot {
                 let mut sum = Snapshot::default();
                 for counters in self.per_thread.all() {
@@ -82,8 +80,6 @@ macro_rules! counters {
 counters! {
     /// Stream connections accepted.
     connections_accepted,
-    /// Stream connections currently open.
-    connections_open,
     /// Replies sent on streams (lines, pieces or reads, per framing).
     stream_replies,
     /// Datagrams answered.
@@ -136,10 +132,6 @@ impl Stats {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -238,25 +230,17 @@ mod tests {
     }
 
     #[test]
-    fn counts_from_many_threads_add_up_even_for_a_gauge() {
+    fn counts_from_many_threads_add_up() {
         let stats = Stats::default();
         std::thread::scope(|scope| {
             for _ in 0..20 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
                         Stats::add(&stats.local().stream_replies, 1);
-                        Stats::add(&stats.local().connections_open, 1);
                     }
                 });
             }
         });
-        // Opened on twenty threads, closed on one.
-        for _ in 0..20_000 {
-            Stats::sub(&stats.local().connections_open, 1);
-        }
-        Stats::add(&stats.local().connections_open, 3);
-        let sum = stats.snapshot();
-        assert_eq!(sum.stream_replies, 20_000);
-        assert_eq!(sum.connections_open, 3);
+        assert_eq!(stats.snapshot().stream_replies, 20_000);
     }
 }

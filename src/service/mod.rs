@@ -2,10 +2,14 @@
 //!
 //! The connection and datagram loops own the sockets; the services here only
 //! turn bytes and an arrival time into reply bytes, so they are tested with a
-//! fixed clock and no sockets at all.
+//! fixed clock and no sockets at all. Each service's file holds both its
+//! stream and its datagram behaviour; the matches here only dispatch, and
+//! name every service, so a new one cannot silently behave like another.
 
 pub mod chargen;
 pub mod daytime;
+pub mod discard;
+pub mod echo;
 pub mod stamp;
 pub mod time;
 
@@ -15,6 +19,8 @@ use std::time::SystemTime;
 
 use crate::clock::Stamper;
 use crate::error::Error;
+use crate::framing::Framing;
+use stamp::StampWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServiceKind {
@@ -92,11 +98,91 @@ impl ServiceKind {
         }
     }
 
-    pub fn info(self) -> &'static ServiceInfo {
-        SERVICES
-            .iter()
-            .find(|info| info.kind == self)
-            .expect("every service has an entry in SERVICES")
+    /// What the service does with a byte stream.
+    pub fn stream_role(self, framing: Framing) -> StreamRole {
+        match (self, framing) {
+            (ServiceKind::Stamp, Framing::Lines { max_line }) => {
+                StreamRole::Answer(Responder::Lines { max_line })
+            }
+            (ServiceKind::Stamp, Framing::Raw { chunk }) => {
+                StreamRole::Answer(Responder::Raw { chunk })
+            }
+            (ServiceKind::Echo, _) => StreamRole::Answer(Responder::Echo),
+            (ServiceKind::Discard, _) => StreamRole::Answer(Responder::Discard),
+            (ServiceKind::Daytime, _) => StreamRole::Greet(Greeting::Daytime),
+            (ServiceKind::Time, _) => StreamRole::Greet(Greeting::Time),
+            (ServiceKind::Chargen, _) => StreamRole::Generate,
+        }
+    }
+}
+
+/// How a service uses a byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRole {
+    /// Replies to what the client sends, as it arrives.
+    Answer(Responder),
+    /// One reply as the connection opens, then close.
+    Greet(Greeting),
+    /// Sends without end, whatever arrives (chargen).
+    Generate,
+}
+
+/// How a request-driven service turns stream input into replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Responder {
+    Lines { max_line: usize },
+    Raw { chunk: usize },
+    Echo,
+    Discard,
+}
+
+impl Responder {
+    /// Answers from the front of `input` until it runs out of complete
+    /// messages or `out` holds `budget` bytes; returns the bytes used and
+    /// the replies written.
+    pub fn answer(
+        self,
+        input: &[u8],
+        at_eof: bool,
+        now: SystemTime,
+        stamp: &mut StampWriter,
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> (usize, u64) {
+        match self {
+            Responder::Lines { max_line } => {
+                stamp::answer_lines(input, max_line, at_eof, now, stamp, out, budget)
+            }
+            Responder::Raw { chunk } => stamp::answer_chunks(input, chunk, now, stamp, out, budget),
+            // Echo has no messages to count: bytes go back as they come.
+            Responder::Echo => (echo::answer(input, out, budget), 0),
+            Responder::Discard => (discard::answer(input), 0),
+        }
+    }
+
+    /// The most bytes one read should bring: with raw framing, one read is
+    /// one reply.
+    pub fn read_limit(self, scratch: usize) -> usize {
+        match self {
+            Responder::Raw { chunk } => chunk.clamp(1, scratch),
+            Responder::Lines { .. } | Responder::Echo | Responder::Discard => scratch,
+        }
+    }
+}
+
+/// The one reply of daytime and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    Daytime,
+    Time,
+}
+
+impl Greeting {
+    pub fn write(self, now: SystemTime, stamper: &mut Stamper, out: &mut Vec<u8>) {
+        match self {
+            Greeting::Daytime => daytime::write_line(stamper, now, out),
+            Greeting::Time => out.extend_from_slice(&time::rfc868_bytes(now)),
+        }
     }
 }
 
@@ -130,16 +216,16 @@ pub fn datagram_reply(
     kind: ServiceKind,
     request: &[u8],
     arrival: SystemTime,
-    stamper: &mut Stamper,
+    stamp: &mut StampWriter,
     out: &mut Vec<u8>,
 ) -> bool {
     match kind {
-        ServiceKind::Stamp => stamp::write_reply(stamper.text(arrival), request, out),
-        ServiceKind::Echo => out.extend_from_slice(request),
+        ServiceKind::Stamp => stamp.write(arrival, request, out),
+        ServiceKind::Echo => echo::datagram(request, out),
         ServiceKind::Discard => return false,
         ServiceKind::Chargen => out.extend_from_slice(chargen::datagram(request.len())),
-        ServiceKind::Daytime => daytime::write_line(stamper, arrival, out),
-        ServiceKind::Time => out.extend_from_slice(&time::rfc868_bytes(arrival)),
+        ServiceKind::Daytime => Greeting::Daytime.write(arrival, stamp.stamper(), out),
+        ServiceKind::Time => Greeting::Time.write(arrival, stamp.stamper(), out),
     }
     true
 }

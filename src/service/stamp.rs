@@ -1,4 +1,11 @@
-//! The stamp service: `[` + time + `] ` + the message, bytes unchanged.
+//! The stamp service: `[` + time + `] ` + the message, bytes unchanged,
+//! or the message laid out by a `--reply-template`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::clock::Stamper;
+use crate::framing::Lines;
 
 /// Appends the reply to `message` received at the time shown by `time`.
 pub fn write_reply(time: &[u8], message: &[u8], out: &mut Vec<u8>) {
@@ -7,11 +14,6 @@ pub fn write_reply(time: &[u8], message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(time);
     out.extend_from_slice(b"] ");
     out.extend_from_slice(message);
-}
-
-/// How many bytes the stamp adds in front of a message.
-pub fn overhead(time: &[u8]) -> usize {
-    time.len() + 3
 }
 
 #[cfg(test)]
@@ -23,7 +25,6 @@ mod tests {
         let mut out = Vec::new();
         write_reply(b"Wed Nov 25 09:05:03 2026", b"a\0\xff\r\n", &mut out);
         assert_eq!(out, b"[Wed Nov 25 09:05:03 2026] a\0\xff\r\n");
-        assert_eq!(overhead(b"12"), 5);
     }
 
     #[test]
@@ -129,6 +130,101 @@ impl Template {
             }
         }
     }
+}
+
+static NO_ORIGIN: std::sync::LazyLock<Origin> = std::sync::LazyLock::new(Origin::default);
+
+/// Writes stamp replies for one connection or datagram socket: the clock's
+/// text for the arrival time, laid out as `[time] msg` or by the template.
+#[derive(Debug)]
+pub struct StampWriter {
+    stamper: Stamper,
+    template: Option<Arc<Template>>,
+    /// Who the reply goes to, for templates that show it; boxed, so that
+    /// connections without such a template pay one pointer.
+    origin: Option<Box<Origin>>,
+}
+
+impl StampWriter {
+    pub fn new(
+        stamper: Stamper,
+        template: Option<Arc<Template>>,
+        origin: Option<Box<Origin>>,
+    ) -> Self {
+        StampWriter {
+            stamper,
+            template,
+            origin,
+        }
+    }
+
+    pub fn stamper(&mut self) -> &mut Stamper {
+        &mut self.stamper
+    }
+
+    pub fn has_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// The origin a datagram loop rewrites per peer.
+    pub fn origin_mut(&mut self) -> &mut Origin {
+        self.origin.get_or_insert_with(Box::default)
+    }
+
+    /// Appends the reply to `message`, received at `now`.
+    pub fn write(&mut self, now: SystemTime, message: &[u8], out: &mut Vec<u8>) {
+        let time = self.stamper.text(now);
+        match &self.template {
+            None => write_reply(time, message, out),
+            Some(template) => {
+                let origin = self.origin.as_deref().unwrap_or(&NO_ORIGIN);
+                template.write(time, message, origin, out)
+            }
+        }
+    }
+}
+
+/// Stream input cut into lines (longer ones into `max_line` pieces), one
+/// reply each, until the input runs out of complete lines or `out` reaches
+/// `budget`. Returns the bytes used and the replies written.
+pub fn answer_lines(
+    input: &[u8],
+    max_line: usize,
+    at_eof: bool,
+    now: SystemTime,
+    stamp: &mut StampWriter,
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> (usize, u64) {
+    let mut lines = Lines::new(input, max_line, at_eof);
+    let mut replies = 0;
+    while out.len() < budget {
+        let Some(line) = lines.next() else { break };
+        stamp.write(now, line, out);
+        replies += 1;
+    }
+    (input.len() - lines.remainder().len(), replies)
+}
+
+/// Stream input cut into pieces of at most `chunk` bytes (the textbook
+/// server's one reply per read), within the output budget.
+pub fn answer_chunks(
+    input: &[u8],
+    chunk: usize,
+    now: SystemTime,
+    stamp: &mut StampWriter,
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> (usize, u64) {
+    let mut used = 0;
+    let mut replies = 0;
+    while used < input.len() && out.len() < budget {
+        let piece = &input[used..input.len().min(used + chunk.max(1))];
+        stamp.write(now, piece, out);
+        replies += 1;
+        used += piece.len();
+    }
+    (used, replies)
 }
 
 #[cfg(test)]

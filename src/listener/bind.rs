@@ -8,12 +8,10 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self as std_unix, SocketAddr as UnixAddr};
 use std::path::{Path, PathBuf};
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UnixDatagram, UnixListener};
-
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::service::ServiceKind;
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connections the kernel may queue before we accept them; bursts of
 /// thousands of connects must not overflow it (the kernel caps it at
@@ -22,34 +20,12 @@ const ACCEPT_BACKLOG: i32 = 65_535;
 
 /// A bound socket, ready to serve. Still a plain (non-blocking) socket:
 /// it joins the I/O driver of the runtime that serves it, which need not
-/// be the one that bound it.
+/// be the one that bound it (UDP sockets are served by threads instead).
 pub enum BoundSocket {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
     Unix(std_unix::UnixListener),
     UnixGram(std_unix::UnixDatagram),
-}
-
-/// A bound socket registered with the current runtime. UDP sockets are
-/// not: each is served by a thread of its own.
-pub enum Serving {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-    UnixGram(UnixDatagram),
-}
-
-impl BoundSocket {
-    /// Must run on the runtime that will serve the socket.
-    pub fn register(self) -> io::Result<Serving> {
-        Ok(match self {
-            BoundSocket::Tcp(s) => Serving::Tcp(TcpListener::from_std(s)?),
-            BoundSocket::Udp(_) => {
-                return Err(io::Error::other("UDP sockets are served by threads"));
-            }
-            BoundSocket::Unix(s) => Serving::Unix(UnixListener::from_std(s)?),
-            BoundSocket::UnixGram(s) => Serving::UnixGram(UnixDatagram::from_std(s)?),
-        })
-    }
 }
 
 /// What a listener is bound to, with the port actually chosen.
@@ -115,6 +91,23 @@ fn adopt_inner(service: ServiceKind, socket: Socket) -> io::Result<Bound> {
         local: local_addr,
         endpoint: Endpoint::new(service, transport, address),
     })
+}
+
+/// Binds a plain TCP listener (the metrics endpoint): its address and the
+/// socket, not yet registered with a runtime.
+pub async fn bind_tcp(endpoint: &Endpoint) -> Result<(SocketAddr, std::net::TcpListener), Error> {
+    let not_tcp = || Error::Usage(format!("--metrics needs a tcp:// endpoint, not {endpoint}"));
+    if endpoint.transport != Transport::Tcp {
+        return Err(not_tcp());
+    }
+    match bind(endpoint).await? {
+        Bound {
+            socket: BoundSocket::Tcp(listener),
+            local: LocalAddr::Inet(addr),
+            ..
+        } => Ok((addr, listener)),
+        _ => Err(not_tcp()),
+    }
 }
 
 pub async fn bind(endpoint: &Endpoint) -> Result<Bound, Error> {

@@ -1,0 +1,31 @@
+//! TCP: the kernel socket underneath allows direct reads.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+use socket2::SockRef;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Accept, ByteStream};
+
+impl ByteStream for TcpStream {
+    fn read_direct(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        Some((&*SockRef::from(&*self)).read(buf))
+    }
+
+    fn local_text(&self) -> String {
+        self.local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    }
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept_one(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (sock, peer) = self.accept().await?;
+        // Replies are whole messages already; Nagle would only delay them.
+        sock.set_nodelay(true)?;
+        Ok((sock, Some(peer)))
+    }
+}
