@@ -12,8 +12,12 @@ use crate::limits::{UdpLimits, source_key};
 /// byte budget compares wire sizes, so an empty request still earns a
 /// small reply.
 const HEADERS: f64 = 28.0;
-/// Beyond this many sources, forget the ones not heard from lately.
+/// The most sources remembered: memory stays bounded (about 6 MiB per
+/// listener) however many addresses a spoofed flood uses.
 const MAX_SOURCES: usize = 100_000;
+/// When the table is full, this many sources are forgotten at once, so the
+/// scan that picks them is paid once per this many new sources.
+const EVICT_BATCH: usize = MAX_SOURCES / 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -30,6 +34,14 @@ struct Source {
     byte_credit: f64,
     last: Instant,
     over_limit: u32,
+}
+
+impl Source {
+    /// The tokens it would hold at `now`.
+    fn refilled(&self, limits: &UdpLimits, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * limits.rate).min(limits.burst)
+    }
 }
 
 #[derive(Debug)]
@@ -81,19 +93,19 @@ impl ResponseLimiter {
         reply_len: usize,
         now: Instant,
     ) -> Verdict {
-        if self.sources.len() >= MAX_SOURCES {
-            self.forget_quiet_sources(now);
+        let key = source_key(source);
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&key) {
+            self.make_room(now);
         }
         let l = &self.limits;
-        let source = self.sources.entry(source_key(source)).or_insert(Source {
+        let source = self.sources.entry(key).or_insert(Source {
             tokens: l.burst,
             byte_credit: l.byte_allowance,
             last: now,
             over_limit: 0,
         });
-        let elapsed = now.saturating_duration_since(source.last).as_secs_f64();
+        source.tokens = source.refilled(l, now);
         source.last = now;
-        source.tokens = (source.tokens + elapsed * l.rate).min(l.burst);
         let cap = l.byte_allowance + l.byte_factor * 65_536.0;
         source.byte_credit =
             (source.byte_credit + l.byte_factor * (request_len as f64 + HEADERS)).min(cap);
@@ -119,11 +131,20 @@ impl ResponseLimiter {
         verdict
     }
 
-    fn forget_quiet_sources(&mut self, now: Instant) {
-        self.sources
-            .retain(|_, s| now.saturating_duration_since(s.last).as_secs() < 10);
-        if self.sources.len() >= MAX_SOURCES {
-            self.sources.clear();
+    /// Forgets the sources whose allowance is the most refilled. Forgetting
+    /// one costs it nothing it would not get back as a new source, while a
+    /// source over its limit (few tokens) is remembered, so no flood of
+    /// other addresses can hand it a fresh burst.
+    fn make_room(&mut self, now: Instant) {
+        let mut by_tokens: Vec<(f64, IpAddr)> = self
+            .sources
+            .iter()
+            .map(|(ip, source)| (source.refilled(&self.limits, now), *ip))
+            .collect();
+        let evict = EVICT_BATCH.min(by_tokens.len() - 1);
+        by_tokens.select_nth_unstable_by(evict, |a, b| b.0.total_cmp(&a.0));
+        for (_, ip) in &by_tokens[..evict] {
+            self.sources.remove(ip);
         }
     }
 }
@@ -158,6 +179,39 @@ mod tests {
         assert_eq!(
             rl.check(ip("192.0.2.1"), 100, 100, later),
             Verdict::DropRate
+        );
+    }
+
+    /// The flood of spoofed sources that used to reset every source's limit
+    /// once 100,000 were tracked.
+    #[test]
+    fn a_source_over_its_limit_stays_limited_while_200_000_others_arrive() {
+        let limits = UdpLimits {
+            rate: 1.0,
+            burst: 5.0,
+            global_rate: 1e9,
+            ..UdpLimits::default()
+        };
+        let mut rl = ResponseLimiter::new(&limits);
+        let t0 = Instant::now();
+        let limited = ip("192.0.2.1");
+        let answered = (0..20)
+            .filter(|_| rl.check(limited, 10, 37, t0) == Verdict::Answer)
+            .count();
+        assert_eq!(answered, 5);
+        for i in 0..200_000u32 {
+            let other = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            let at = t0 + Duration::from_micros(u64::from(i));
+            assert_eq!(rl.check(other, 10, 37, at), Verdict::Answer);
+            assert!(rl.sources.len() <= MAX_SOURCES);
+        }
+        let later = t0 + Duration::from_millis(200);
+        let answered = (0..5)
+            .filter(|_| rl.check(limited, 10, 37, later) == Verdict::Answer)
+            .count();
+        assert_eq!(
+            answered, 0,
+            "the flood gave the limited source a fresh burst"
         );
     }
 
