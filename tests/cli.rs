@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -381,7 +380,7 @@ fn sigterm_during_load_loses_no_complete_line() {
         .map(|(c, count)| {
             let count = count.clone();
             let stop_writing = stop_writing.clone();
-            let conn = TcpStream::connect(addr).unwrap();
+            let conn = common::connect(addr);
             let mut writer = conn.try_clone().unwrap();
             std::thread::spawn(move || {
                 let reader_conn = conn.try_clone().unwrap();

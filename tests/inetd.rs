@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,7 +31,7 @@ fn rfc864_lines(count: usize) -> Vec<u8> {
 }
 
 fn read_exactly(addr: SocketAddr, len: usize) -> Vec<u8> {
-    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut conn = common::connect(addr);
     let mut buf = vec![0; len];
     conn.read_exact(&mut buf).unwrap();
     buf
@@ -39,7 +39,7 @@ fn read_exactly(addr: SocketAddr, len: usize) -> Vec<u8> {
 
 /// Sends `input`, half-closes, and reads until the server closes.
 fn round_trip(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut conn = common::connect(addr);
     let mut writer = conn.try_clone().unwrap();
     let input = input.to_vec();
     let sender = std::thread::spawn(move || {
@@ -117,10 +117,10 @@ async fn echo_returns_every_byte_on_every_transport() {
     let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
     sock.send_to(b"no newline \0\xff", udp).await.unwrap();
     let mut buf = vec![0; 1024];
-    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    let (n, _) = common::within(sock.recv_from(&mut buf)).await.unwrap();
     assert_eq!(&buf[..n], b"no newline \0\xff");
 
-    let mut conn = std::os::unix::net::UnixStream::connect(&stream).unwrap();
+    let mut conn = common::connect_unix(&stream);
     conn.write_all(b"unix bytes").unwrap();
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = Vec::new();
@@ -154,10 +154,7 @@ async fn daytime_is_one_ctime_line_with_crlf_then_close() {
     let udp = server.udp_addr().unwrap();
     let (line, datagram) = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        TcpStream::connect(tcp)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
+        common::connect(tcp).read_to_end(&mut out).unwrap();
         (out, udp_ask(udp, b"\n"))
     })
     .await
@@ -191,15 +188,9 @@ async fn time_is_four_big_endian_bytes_on_streams_and_any_datagram() {
     let udp = server.udp_addr().unwrap();
     let (stream, datagram, unix) = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        TcpStream::connect(tcp)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
+        common::connect(tcp).read_to_end(&mut out).unwrap();
         let mut unix = Vec::new();
-        std::os::unix::net::UnixStream::connect(&path)
-            .unwrap()
-            .read_to_end(&mut unix)
-            .unwrap();
+        common::connect_unix(&path).read_to_end(&mut unix).unwrap();
         (out, udp_ask(udp, b""), unix)
     })
     .await
@@ -588,7 +579,7 @@ fn hundred_mib_echo_round_trip_is_exact_with_bounded_server_memory() {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: u64 = 1600; // 100 MiB
     let server = ServeProcess::start(&["-l", "echo+tcp://127.0.0.1:0"], 1);
-    let conn = TcpStream::connect(server.addr(0)).unwrap();
+    let conn = common::connect(server.addr(0));
     let mut writer = conn.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let mut chunk = vec![0; CHUNK];

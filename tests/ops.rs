@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,20 +22,6 @@ fn curl(url: &str) -> (u16, String) {
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.parse().unwrap(), body.to_string())
-}
-
-/// Reads the server's log until a line containing `needle`; returns it.
-fn log_line_with(server: &mut ServeProcess, needle: &str) -> String {
-    loop {
-        let mut line = String::new();
-        assert!(
-            server.stderr.read_line(&mut line).unwrap() > 0,
-            "log ended before {needle:?}"
-        );
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 fn metric(body: &str, name: &str) -> u64 {
@@ -62,13 +48,13 @@ fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
         ],
         2,
     );
-    let line = log_line_with(&mut server, "metrics on http://");
+    let line = server.wait_for_log("metrics on http://");
     let base = line[line.find("http://").unwrap()..]
         .trim()
         .trim_end_matches("/metrics")
         .to_string();
 
-    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    let mut conn = common::connect(server.addr(0));
     conn.write_all(b"one\ntwo\nthree\n").unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     for _ in 0..3 {
@@ -151,34 +137,63 @@ fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
 
     // Our connection stays open, so the drain lingers over it a moment.
     server.signal("TERM");
-    log_line_with(&mut server, "stopping: draining");
+    server.wait_for_log("stopping: draining");
     let (code, body) = curl(&format!("{base}/readyz"));
     assert_eq!((code, body.trim()), (503, "draining"));
     drop(conn);
     assert!(server.child.wait().unwrap().success());
 }
 
+/// Every line the server logs from start to stop is a JSON object.
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let mut child = Command::new(tsecho_bin())
-        .args(["serve", "-l", "tcp://127.0.0.1:0", "--log-format", "json"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(record["level"], "INFO");
+    let mut server = ServeProcess::start(&["-l", "tcp://127.0.0.1:0", "--log-format", "json"], 1);
+    server.signal("TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let first = server.log_so_far().to_string();
+    let log = format!("{first}\n{}", server.rest_of_stderr());
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+        })
+        .collect();
+    let messages: Vec<&str> = records
+        .iter()
+        .map(|r| r["fields"]["message"].as_str().unwrap())
+        .collect();
     assert!(
-        record["fields"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("listening on tcp://127.0.0.1:")
+        messages[0].starts_with("listening on tcp://127.0.0.1:"),
+        "{messages:?}"
     );
+    assert!(messages.contains(&"stopped"), "{messages:?}");
+    assert!(records.iter().all(|r| r["level"].is_string()), "{log}");
+}
+
+/// A metrics endpoint that cannot be bound fails the start as a whole:
+/// the Unix socket files bound before it are removed again.
+#[tokio::test]
+async fn failed_metrics_bind_removes_the_socket_files_already_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = common::socket_path("all-or-nothing");
+    let options = tsecho::Options {
+        metrics: Some(
+            format!("tcp://{}", taken.local_addr().unwrap())
+                .parse()
+                .unwrap(),
+        ),
+        ..tsecho::Options::default()
+    };
+    let started = tsecho::Server::builder()
+        .listen(&format!("unix://{}", path.display()))
+        .unwrap()
+        .options(options)
+        .start()
+        .await;
+    let err = started.err().expect("the metrics port is taken");
+    assert!(err.to_string().contains("address already in use"), "{err}");
+    assert!(!path.exists(), "{} was left behind", path.display());
 }
 
 #[test]
@@ -249,7 +264,7 @@ fn socket_activation_over_tcp_and_udp_with_named_services() {
     }
     let port = free_tcp_port();
     let mut tcp = socket_activated(&[], port);
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut conn = common::connect(("127.0.0.1", port));
     conn.write_all(b"activated\n").unwrap();
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut reply = Vec::new();
@@ -312,7 +327,7 @@ fn version_completions_and_man_page() {
 }
 
 fn first_reply(server: &ServeProcess) -> String {
-    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    let mut conn = common::connect(server.addr(0));
     conn.write_all(b"x\n").unwrap();
     let mut reply = String::new();
     BufReader::new(conn).read_line(&mut reply).unwrap();
@@ -351,7 +366,7 @@ fn config_file_with_env_and_flag_precedence() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut conn = common::connect(addr);
     conn.write_all(b"x\n").unwrap();
     let mut reply = String::new();
     BufReader::new(conn).read_line(&mut reply).unwrap();
@@ -420,13 +435,13 @@ fn log_connections_writes_one_json_line_per_closed_connection() {
         ],
         1,
     );
-    let mut conn = TcpStream::connect(server.addr(0)).unwrap();
+    let mut conn = common::connect(server.addr(0));
     let me = conn.local_addr().unwrap();
     conn.write_all(b"one\ntwo\n").unwrap();
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut replies = String::new();
     conn.read_to_string(&mut replies).unwrap();
-    let line = log_line_with(&mut server, "connection closed");
+    let line = server.wait_for_log("connection closed");
     let record: serde_json::Value = serde_json::from_str(&line).unwrap();
     let fields = &record["fields"];
     assert_eq!(fields["peer"], me.to_string());

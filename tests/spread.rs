@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,7 +41,9 @@ async fn ask_tcp(addr: SocketAddr, n: usize) -> String {
         .await
         .unwrap();
     let mut reply = String::new();
-    BufReader::new(conn).read_line(&mut reply).await.unwrap();
+    common::within(BufReader::new(conn).read_line(&mut reply))
+        .await
+        .unwrap();
     reply
 }
 
@@ -48,7 +52,7 @@ async fn ask_udp(addr: SocketAddr, n: usize) -> String {
     sock.connect(addr).await.unwrap();
     sock.send(format!("datagram {n}").as_bytes()).await.unwrap();
     let mut buf = [0; 256];
-    let len = sock.recv(&mut buf).await.unwrap();
+    let len = common::within(sock.recv(&mut buf)).await.unwrap();
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 

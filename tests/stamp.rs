@@ -19,7 +19,11 @@ async fn replies_until_eof<S: tokio::io::AsyncRead + Unpin>(stream: S) -> Vec<Ve
     let mut replies = Vec::new();
     loop {
         let mut reply = Vec::new();
-        if reader.read_until(b'\n', &mut reply).await.unwrap() == 0 {
+        if common::within(reader.read_until(b'\n', &mut reply))
+            .await
+            .unwrap()
+            == 0
+        {
             return replies;
         }
         replies.push(reply);
@@ -64,7 +68,7 @@ async fn over_long_line_is_answered_in_stamped_pieces() {
     conn.write_all(b"abcdefghij\n").await.unwrap();
     conn.shutdown().await.unwrap();
     let mut all = Vec::new();
-    conn.read_to_end(&mut all).await.unwrap();
+    common::within(conn.read_to_end(&mut all)).await.unwrap();
     let text = String::from_utf8(all).unwrap();
     let pieces: Vec<&str> = text.split('[').skip(1).map(|p| &p[26..]).collect();
     assert_eq!(pieces, ["abcd", "efgh", "ij\n"]);
@@ -82,7 +86,7 @@ async fn raw_framing_answers_each_read_like_the_seed() {
         .unwrap();
     conn.write_all(b"no newline").await.unwrap();
     let mut buf = vec![0; 1024];
-    let n = conn.read(&mut buf).await.unwrap();
+    let n = common::within(conn.read(&mut buf)).await.unwrap();
     assert_eq!(split_ctime_stamp(&buf[..n]).1, b"no newline");
 }
 
@@ -114,7 +118,7 @@ async fn udp_answers_every_datagram_including_empty_ones() {
         let mut buf = vec![0; 65536];
         for message in [&b"hello"[..], b"", b"\0\xff"] {
             sock.send(message).await.unwrap();
-            let n = sock.recv(&mut buf).await.unwrap();
+            let n = common::within(sock.recv(&mut buf)).await.unwrap();
             assert_eq!(split_ctime_stamp(&buf[..n]).1, message, "{url}");
         }
         assert_eq!(server.stats().datagram_replies, 3);
@@ -129,7 +133,7 @@ async fn largest_udp_datagram_gets_a_reply_cut_to_fit() {
     let request = vec![b'x'; 65_507];
     sock.send(&request).await.unwrap();
     let mut buf = vec![0; 70_000];
-    let n = sock.recv(&mut buf).await.unwrap();
+    let n = common::within(sock.recv(&mut buf)).await.unwrap();
     assert_eq!(n, 65_507);
     let (_, message) = split_ctime_stamp(&buf[..n]);
     assert_eq!(message, &request[..65_507 - 27]);
@@ -157,7 +161,7 @@ async fn unix_stream_and_datagram_sockets_are_served() {
     sock.connect(&gram_path).unwrap();
     sock.send(b"datagram").await.unwrap();
     let mut buf = vec![0; 1024];
-    let n = sock.recv(&mut buf).await.unwrap();
+    let n = common::within(sock.recv(&mut buf)).await.unwrap();
     assert_eq!(split_ctime_stamp(&buf[..n]).1, b"datagram");
     let _ = std::fs::remove_file(&client_path);
 
@@ -272,7 +276,9 @@ async fn shutdown_answers_complete_lines_and_then_closes() {
     conn.write_all(b"first\n").await.unwrap();
     let mut reader = BufReader::new(conn);
     let mut reply = Vec::new();
-    reader.read_until(b'\n', &mut reply).await.unwrap();
+    common::within(reader.read_until(b'\n', &mut reply))
+        .await
+        .unwrap();
     reader
         .get_mut()
         .write_all(b"second\nthird\npartial")
@@ -330,7 +336,7 @@ async fn shutdown_wakes_the_udp_threads_and_frees_the_port() {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.send_to(b"before", addr).await.unwrap();
         let mut buf = [0; 64];
-        let (len, _) = client.recv_from(&mut buf).await.unwrap();
+        let (len, _) = common::within(client.recv_from(&mut buf)).await.unwrap();
         assert!(buf[..len].ends_with(b"] before"));
         if graceful {
             tokio::time::timeout(Duration::from_secs(10), server.shutdown())

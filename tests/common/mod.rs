@@ -21,6 +21,31 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// How long any test read may wait: a regression that stops a reply
+/// fails the test instead of hanging CI.
+pub const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TCP connection whose reads fail after READ_DEADLINE.
+pub fn connect(addr: impl std::net::ToSocketAddrs) -> std::net::TcpStream {
+    let conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(READ_DEADLINE)).unwrap();
+    conn
+}
+
+/// A Unix stream connection whose reads fail after READ_DEADLINE.
+pub fn connect_unix(path: impl AsRef<std::path::Path>) -> std::os::unix::net::UnixStream {
+    let conn = std::os::unix::net::UnixStream::connect(path).unwrap();
+    conn.set_read_timeout(Some(READ_DEADLINE)).unwrap();
+    conn
+}
+
+/// An awaited read, failed after READ_DEADLINE instead of hanging.
+pub async fn within<T>(read: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(READ_DEADLINE, read)
+        .await
+        .expect("no reply within the read deadline")
+}
+
 /// True when an outside tool is on PATH. When it is missing the test skips
 /// with a printed reason, unless CI demands it with TSECHO_REQUIRE_INTEROP=1.
 pub fn have_tool(tool: &str) -> bool {
@@ -84,7 +109,10 @@ pub fn split_ctime_stamp(reply: &[u8]) -> (String, &[u8]) {
 pub struct ServeProcess {
     pub child: Child,
     pub listening: Vec<String>,
-    pub stderr: BufReader<std::process::ChildStderr>,
+    /// The log up to the last "listening on" line, as read.
+    log: String,
+    /// None once `log_reader` took it.
+    stderr: Option<BufReader<std::process::ChildStderr>>,
 }
 
 impl ServeProcess {
@@ -96,9 +124,20 @@ impl ServeProcess {
 
     /// As `start`, but a server that exits early gives back its log.
     pub fn try_start(args: &[&str], expected: usize) -> Result<ServeProcess, String> {
-        let mut child = Command::new(tsecho_bin())
-            .arg("serve")
-            .args(args)
+        Self::spawn(Command::new(tsecho_bin()).arg("serve").args(args), expected)
+    }
+
+    /// As `start`, with the server's open-file limit lowered to `limit`.
+    pub fn start_with_file_limit(limit: u32, args: &[&str], expected: usize) -> ServeProcess {
+        let script = format!("ulimit -n {limit} && exec \"$0\" serve \"$@\"");
+        let mut command = Command::new("sh");
+        command.args(["-c", &script, tsecho_bin()]).args(args);
+        Self::spawn(&mut command, expected)
+            .unwrap_or_else(|log| panic!("server exited before listening: {log}"))
+    }
+
+    fn spawn(command: &mut Command, expected: usize) -> Result<ServeProcess, String> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -121,7 +160,8 @@ impl ServeProcess {
         Ok(ServeProcess {
             child,
             listening,
-            stderr,
+            log: log.trim_end().to_string(),
+            stderr: Some(stderr),
         })
     }
 
@@ -141,9 +181,44 @@ impl ServeProcess {
         assert!(status.success());
     }
 
+    /// The log read while waiting for the listeners.
+    pub fn log_so_far(&self) -> &str {
+        &self.log
+    }
+
+    /// Reads the log until a line contains `marker`; returns that line.
+    pub fn wait_for_log(&mut self, marker: &str) -> String {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stderr().read_line(&mut line).unwrap() == 0 {
+                panic!("server log ended without {marker:?}: {seen}");
+            }
+            if line.contains(marker) {
+                return line;
+            }
+            seen += &line;
+        }
+    }
+
+    /// Reads the rest of the log on a thread, so the server never blocks
+    /// on a full pipe; join it after the server has ended.
+    pub fn log_reader(&mut self) -> std::thread::JoinHandle<String> {
+        let mut stderr = self.stderr.take().expect("the log is read once");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            rest
+        })
+    }
+
+    fn stderr(&mut self) -> &mut BufReader<std::process::ChildStderr> {
+        self.stderr.as_mut().expect("the log went to log_reader")
+    }
+
     pub fn rest_of_stderr(&mut self) -> String {
         let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut rest);
+        let _ = std::io::Read::read_to_string(self.stderr(), &mut rest);
         rest
     }
 }
