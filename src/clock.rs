@@ -53,6 +53,22 @@ impl TimeFormat {
     }
 }
 
+impl std::fmt::Display for TimeFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeFormat::Ctime => "ctime",
+            TimeFormat::Rfc3339 => "rfc3339",
+            TimeFormat::Rfc3339Ms => "rfc3339-ms",
+            TimeFormat::Rfc3339Us => "rfc3339-us",
+            TimeFormat::Unix => "unix",
+            TimeFormat::UnixMs => "unix-ms",
+            TimeFormat::UnixUs => "unix-us",
+            TimeFormat::UnixNs => "unix-ns",
+            TimeFormat::Strftime { pattern, .. } => pattern,
+        })
+    }
+}
+
 /// True when a strftime pattern prints fractions of a second (`%f`, `%.3f`, `%6f`...).
 fn has_subsecond_field(pattern: &str) -> bool {
     let mut rest = pattern;

@@ -13,14 +13,10 @@ pub enum Framing {
     Raw { chunk: usize },
 }
 
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-pub const DEFAULT_CHUNK: usize = 1024;
-
+/// The default is the settings' (`Settings::default`).
 impl Default for Framing {
     fn default() -> Self {
-        Framing::Lines {
-            max_line: DEFAULT_MAX_LINE,
-        }
+        crate::settings::Settings::default().options().framing
     }
 }
 

@@ -3,11 +3,12 @@
 
 mod cli;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tsecho::error::{EX_SOFTWARE, EX_USAGE, io_exit_code};
+use tsecho::settings::{LogFormat, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,20 +20,14 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Log lines as text or as one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TSECHO_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log lines as text or as one JSON object per line [default: text].
+    #[arg(long, global = true, value_enum, env = "TSECHO_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 
     /// Log level or filter (error, warn, info, debug, trace, or RUST_LOG
-    /// syntax); RUST_LOG wins when set.
-    #[arg(long, global = true, default_value = "info", env = "TSECHO_LOG_LEVEL")]
-    log_level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    /// syntax); RUST_LOG wins when set [default: info].
+    #[arg(long, global = true, env = "TSECHO_LOG_LEVEL")]
+    log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,34 +63,67 @@ const VERSION: &str = concat!(
     ")"
 );
 
-/// The command line, with `serve --config FILE` folded in as defaults.
-fn parse_command_line() -> Result<Cli, anyhow::Error> {
-    let cli = Cli::try_parse()?;
-    let Command::Serve(args) = &cli.command else {
-        return Ok(cli);
-    };
-    let Some(path) = args.config.clone() else {
-        return Ok(cli);
-    };
-    let settings = cli::config::load(&path)?;
-    let command = cli::config::apply(Cli::command(), &path, &settings)?;
-    Ok(Cli::from_arg_matches(&command.try_get_matches()?)?)
+/// The command line, `serve` showing the defaults `Settings` holds.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", tsecho::settings::show_defaults)
 }
 
-fn check_config(path: &std::path::Path) -> anyhow::Result<i32> {
-    let settings = cli::config::load(path)?;
-    let command = cli::config::apply(Cli::command(), path, &settings)?;
-    let matches = command.clone().try_get_matches_from(["tsecho", "serve"])?;
-    let serve_matches = matches
-        .subcommand_matches("serve")
-        .ok_or_else(|| anyhow::anyhow!("no serve settings"))?;
-    let args = cli::serve::Args::from_arg_matches(serve_matches)?;
-    args.validate()?;
-    let serve = command
+fn serve_command() -> clap::Command {
+    command()
         .find_subcommand("serve")
-        .ok_or_else(|| anyhow::anyhow!("no serve command"))?;
-    cli::config::print_effective(serve, serve_matches, &settings);
-    println!("# {}: OK", path.display());
+        .cloned()
+        .unwrap_or_else(|| clap::Command::new("serve"))
+}
+
+fn parse_command_line() -> Result<Cli, anyhow::Error> {
+    match command().try_get_matches() {
+        Ok(matches) => Ok(Cli::from_arg_matches(&matches)?),
+        Err(e) if is_bad_value(&e) => {
+            // A bad TSECHO_* variable is reported by its own name.
+            tsecho::settings::check_environment(&serve_command())?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_bad_value(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind::*;
+    matches!(e.kind(), InvalidValue | ValueValidation)
+}
+
+/// `tsecho check-config FILE`: whether `tsecho serve --config FILE` would
+/// start, and every setting it would run with and where it came from.
+fn check_config(path: &std::path::Path) -> anyhow::Result<i32> {
+    let serve = serve_command();
+    tsecho::settings::check_environment(&serve)?;
+    let matches = serve.try_get_matches_from([
+        std::ffi::OsStr::new("serve"),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ])?;
+    let args = cli::serve::Args::from_arg_matches(&matches)?;
+    let (settings, from_file) = args.settings()?;
+    let from_env = args.overrides.keys();
+    let mut out = std::io::stdout().lock();
+    for (key, values) in settings.describe() {
+        let source = if from_env.contains(&key) {
+            "environment"
+        } else if from_file.iter().any(|k| k == key) {
+            "config file"
+        } else {
+            "default"
+        };
+        let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        let shown = match quoted.len() {
+            0 => "(none)".to_string(),
+            1 => quoted[0].clone(),
+            _ => format!("[{}]", quoted.join(", ")),
+        };
+        // A closed pipe (| head) is not an error worth a panic.
+        let _ = writeln!(out, "{key} = {shown}  # {source}");
+    }
+    let _ = writeln!(out, "# {}: OK", path.display());
     Ok(0)
 }
 
@@ -111,9 +139,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE as u8);
         }
     };
-    init_logging(cli.log_format, &cli.log_level);
+    let settings = match &cli.command {
+        Command::Serve(args) => match args.settings() {
+            Ok((settings, _)) => settings,
+            Err(e) => {
+                eprintln!("tsecho: {e}");
+                return ExitCode::from(e.exit_code() as u8);
+            }
+        },
+        _ => Settings::default(),
+    };
+    let log_format = cli.log_format.unwrap_or(settings.log_format);
+    let log_level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| settings.log_level.clone());
+    init_logging(log_format, &log_level);
     let result = match cli.command {
-        Command::Serve(args) => cli::serve::run(*args).map(|()| 0),
+        Command::Serve(_) => cli::serve::run(settings).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
         Command::Bench(args) => cli::bench::run(args),
@@ -122,11 +165,11 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "tsecho", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "tsecho", &mut std::io::stdout());
             Ok(0)
         }
         Command::CheckConfig { file } => check_config(&file),
-        Command::Man => clap_mangen::Man::new(Cli::command())
+        Command::Man => clap_mangen::Man::new(command())
             .render(&mut std::io::stdout())
             .map(|()| 0)
             .map_err(Into::into),

@@ -1,58 +1,42 @@
 //! Running under systemd: sockets handed over by socket activation
-//! (`LISTEN_FDS`, `LISTEN_FDNAMES`) and readiness, stopping and watchdog
-//! notifications (`NOTIFY_SOCKET`, `WATCHDOG_USEC`), following
-//! sd_listen_fds(3) and sd_notify(3) without linking libsystemd.
+//! (`LISTEN_FDS`, `LISTEN_FDNAMES`, read with the sd-notify crate), and
+//! readiness, stopping and watchdog notifications (`NOTIFY_SOCKET`).
+//!
+//! Notifications are sent here rather than by sd-notify, whose 0.5 release
+//! connects `NOTIFY_SOCKET` as a path only: systemd also hands out abstract
+//! sockets (`@name`), which this supports.
 
 #![allow(unsafe_code)]
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-use std::time::Duration;
 
 use socket2::Socket;
 
 use crate::service::ServiceKind;
 
-/// The first inherited descriptor, by the protocol.
-const LISTEN_FDS_START: i32 = 3;
-
 /// Sockets systemd passed to this process, each with the service its name
 /// selects (a `FileDescriptorName=` of `echo`, `daytime`...; anything else,
-/// or no name, means stamp). The variables are removed so that children do
-/// not inherit them.
+/// or no name, means stamp). Call once: the descriptors become owned here.
+/// The variables stay, harmless: `LISTEN_PID` names this process only.
 pub fn take_activated_sockets() -> Vec<(ServiceKind, Socket)> {
-    let for_us = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| pid == std::process::id());
-    let count = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<i32>().ok())
-        .unwrap_or(0);
-    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        // SAFETY (of the std call, which is unsafe in edition 2024): this
-        // runs at start-up, before the runtime or any other thread exists.
-        unsafe { std::env::remove_var(var) };
-    }
-    if !for_us || count <= 0 {
-        return Vec::new();
-    }
-    let names: Vec<&str> = names.split(':').collect();
-    (0..count)
-        .map(|i| {
-            // SAFETY: by the socket activation protocol, descriptors 3 ..
-            // 3+LISTEN_FDS are open sockets handed to this process and owned
-            // by nothing else in it; each is adopted exactly once.
-            let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START + i) };
-            let service = names
-                .get(i as usize)
-                .and_then(|name| name.parse().ok())
-                .unwrap_or(ServiceKind::Stamp);
-            (service, Socket::from(fd))
-        })
-        .collect()
+    let fds = match sd_notify::listen_fds_with_names() {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::warn!("ignoring the sockets systemd passed: {e}");
+            return Vec::new();
+        }
+    };
+    fds.map(|(fd, name)| {
+        // SAFETY: by the socket activation protocol, descriptors 3 ..
+        // 3+LISTEN_FDS are open sockets handed to this process and owned by
+        // nothing else in it; this is the one place that adopts them.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let service = name.parse().unwrap_or(ServiceKind::Stamp);
+        (service, Socket::from(fd))
+    })
+    .collect()
 }
 
 /// Sends a state change to the service manager, if one asked for them.
@@ -73,13 +57,15 @@ pub fn notify(state: &str) {
     }
 }
 
-/// Half the watchdog interval systemd expects pings at, if it expects them.
-pub fn watchdog_interval() -> Option<Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
-        && pid.parse::<u32>().ok() != Some(std::process::id())
-    {
-        return None;
+/// Feeds systemd's watchdog at half its interval, for ever; never
+/// completes, and does nothing when no watchdog is set.
+pub async fn watchdog() {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tick.tick().await;
+        notify("WATCHDOG=1");
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }

@@ -483,3 +483,75 @@ fn k8s_manifests_pass_schema_validation() {
     assert!(out.status.success(), "{report}");
     assert_eq!(report.matches("passed").count(), files.len(), "{report}");
 }
+
+/// `tsecho ARGS` with extra environment: (exit code, stdout, stderr).
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(tsecho_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Settings mistakes exit 64 with one line that names where the value came
+/// from: the variable, or the file and line.
+#[test]
+fn settings_errors_are_one_line_naming_their_source() {
+    let good = socket_path("good-config").with_extension("toml");
+    std::fs::write(
+        &good,
+        "listen = [\"tcp://127.0.0.1:0\"]\nlog-level = \"debug\"\nlog-format = \"json\"\n",
+    )
+    .unwrap();
+    let good = good.to_str().unwrap();
+    let (code, stdout, stderr) = run_with_env(&["check-config", good], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("log-level = \"debug\"  # config file"),
+        "{stdout}"
+    );
+
+    let bad_env = [("TSECHO_MAX_LINE", "abc")];
+    for args in [&["check-config", good][..], &["serve", "--config", good]] {
+        let (code, stdout, stderr) = run_with_env(args, &bad_env);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("tsecho: TSECHO_MAX_LINE=\"abc\": "),
+            "{stderr}"
+        );
+    }
+
+    let (code, _, stderr) = run_with_env(&["serve", "--threads", "0"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("at least 1"), "{stderr}");
+
+    let bad = socket_path("bad-listen").with_extension("toml");
+    std::fs::write(&bad, "# listeners\nlisten = 21680\n").unwrap();
+    let (code, _, stderr) = run_with_env(&["check-config", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("tsecho: {}:2: listen: ", bad.display())),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
+}
+
+/// A PROXY listener with nobody trusted would refuse everyone: say so.
+#[test]
+fn proxy_listener_without_trusted_peers_is_warned_about() {
+    let server = ServeProcess::start(&["-l", "proxy+tcp://127.0.0.1:0"], 1);
+    assert!(
+        server.log_so_far().contains("--proxy-trusted is empty"),
+        "{}",
+        server.log_so_far()
+    );
+}

@@ -24,7 +24,7 @@ use super::parse_duration;
 pub struct Args {
     /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path,
     /// unixgram:///path, unix://@abstract.
-    #[arg(default_value = "tcp://localhost:21567", env = "TSECHO_URL")]
+    #[arg(default_value = tsecho::settings::DEFAULT_URL, env = "TSECHO_URL")]
     url: String,
 
     /// Datagrams: how long to wait for each reply.

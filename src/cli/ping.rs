@@ -22,7 +22,7 @@ use super::parse_duration;
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path.
-    #[arg(default_value = "tcp://localhost:21567")]
+    #[arg(default_value = tsecho::settings::DEFAULT_URL)]
     url: String,
     /// Probes to send.
     #[arg(short = 'c', long, default_value_t = 5)]

@@ -45,7 +45,7 @@ pub const SERVICES: [ServiceInfo; 6] = [
     ServiceInfo {
         kind: ServiceKind::Stamp,
         rfc: None,
-        port: 21567,
+        port: crate::settings::DEFAULT_PORT,
         on_stream: "each line answered as [time] line, keeping its own newline",
         on_datagram: "each datagram answered as [time] datagram",
     },

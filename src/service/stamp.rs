@@ -110,6 +110,26 @@ impl std::str::FromStr for Template {
     }
 }
 
+impl std::fmt::Display for Template {
+    /// The template as written, braces doubled again.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => {
+                    let text = String::from_utf8_lossy(text);
+                    f.write_str(&text.replace('{', "{{").replace('}', "}}"))?
+                }
+                Part::Time => f.write_str("{time}")?,
+                Part::Msg => f.write_str("{msg}")?,
+                Part::Peer => f.write_str("{peer}")?,
+                Part::Local => f.write_str("{local}")?,
+                Part::Host => f.write_str("{host}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Template {
     /// Whether `{peer}` or `{local}` appear, so connections know to keep them.
     pub fn needs_origin(&self) -> bool {
@@ -251,6 +271,7 @@ mod template_tests {
         let mut classic = Vec::new();
         write_reply(b"T", b"m", &mut classic);
         assert_eq!(plain, classic);
+        assert_eq!(t.to_string(), "{host} {{{peer}}} [{time}] {msg}");
         for bad in ["{nope}", "{time", "a}b"] {
             assert!(bad.parse::<Template>().is_err(), "{bad}");
         }

@@ -1,0 +1,324 @@
+//! Every setting of `tsecho serve`, with its default, written once.
+//!
+//! [`Settings`] is the one source of truth: its `Default` holds every
+//! default; the TOML file is read into it with serde (`file.rs`); the
+//! command line and the `TSECHO_*` variables fill an [`Overrides`] that
+//! is laid over it (`flags.rs`), so the precedence is command line >
+//! environment > file > default. `check-config` and `--help` show values
+//! from it; the server takes the [`Options`] derived from it.
+
+mod file;
+mod flags;
+pub mod text;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::clock::{TimeFormat, TimeStyle};
+use crate::endpoint::Endpoint;
+use crate::framing::Framing;
+use crate::limits::{Limits, UdpLimits};
+use crate::service::stamp::Template;
+
+pub use file::load;
+pub use flags::{Overrides, check_environment, show_defaults};
+use text::{show_duration, show_networks, show_size};
+
+/// The port of the stamp service, on TCP and UDP, when none is given.
+pub const DEFAULT_PORT: u16 = 21567;
+/// Where the clients go when given no URL: the stamp port on this machine.
+pub const DEFAULT_URL: &str = "tcp://localhost:21567";
+
+/// How stream input is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FramingKind {
+    /// Each line.
+    Lines,
+    /// Each read, as the textbook server does.
+    Raw,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of `tsecho serve`. Each field is a flag (`--max-line`), a
+/// variable (`TSECHO_MAX_LINE`) and a key of the config file
+/// (`max-line`); the doc comments are in `flags.rs`, where `--help` shows
+/// them. The file's values are read with the flags' own notation
+/// (`file.rs`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    #[serde(deserialize_with = "file::endpoints")]
+    pub listen: Vec<Endpoint>,
+    #[serde(deserialize_with = "file::boolean")]
+    pub inetd: bool,
+    pub inetd_base: u16,
+    #[serde(deserialize_with = "file::text")]
+    pub format: TimeFormat,
+    #[serde(deserialize_with = "file::boolean")]
+    pub utc: bool,
+    pub framing: FramingKind,
+    #[serde(deserialize_with = "file::size")]
+    pub max_line: usize,
+    #[serde(deserialize_with = "file::size")]
+    pub chunk: usize,
+    #[serde(deserialize_with = "file::duration")]
+    pub drain_timeout: Duration,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub reply_template: Option<Template>,
+    pub instance: Option<String>,
+    #[serde(deserialize_with = "file::networks")]
+    pub proxy_trusted: Vec<IpNet>,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub metrics: Option<Endpoint>,
+    #[serde(deserialize_with = "file::boolean")]
+    pub log_connections: bool,
+    /// None: one per CPU this process may use.
+    #[serde(deserialize_with = "file::threads")]
+    pub threads: Option<usize>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    #[serde(deserialize_with = "file::size")]
+    pub output_budget: usize,
+    #[serde(deserialize_with = "file::duration")]
+    pub write_timeout: Duration,
+    #[serde(deserialize_with = "file::duration")]
+    pub idle_timeout: Duration,
+    #[serde(deserialize_with = "file::duration")]
+    pub line_timeout: Duration,
+    /// None: 10,000, lowered to fit the open-file limit.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: usize,
+    pub udp_rate: f64,
+    pub udp_burst: f64,
+    pub udp_global_rate: f64,
+    pub udp_slip: u32,
+    pub udp_byte_factor: f64,
+    #[serde(deserialize_with = "file::size")]
+    pub udp_byte_allowance: usize,
+    #[serde(deserialize_with = "file::networks")]
+    pub limit_exempt: Vec<IpNet>,
+}
+
+/// Connections open at once when --max-connections is not given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: Vec::new(),
+            inetd: false,
+            inetd_base: 0,
+            format: TimeFormat::Ctime,
+            utc: false,
+            framing: FramingKind::Lines,
+            max_line: 64 * 1024,
+            chunk: 1024,
+            drain_timeout: Duration::from_secs(5),
+            reply_template: None,
+            instance: None,
+            proxy_trusted: Vec::new(),
+            metrics: None,
+            log_connections: false,
+            threads: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            output_budget: 32 * 1024,
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            line_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_connections_per_ip: 256,
+            udp_rate: 100.0,
+            udp_burst: 200.0,
+            udp_global_rate: 20_000.0,
+            udp_slip: 0,
+            udp_byte_factor: 3.0,
+            udp_byte_allowance: 4096,
+            limit_exempt: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// What the server runs with. `max_connections` is the explicit value
+    /// or the default; fitting it to the open-file limit is the caller's
+    /// (it logs about it).
+    pub fn options(&self) -> Options {
+        Options {
+            time: TimeStyle {
+                format: self.format.clone(),
+                utc: self.utc,
+            },
+            framing: match self.framing {
+                FramingKind::Lines => Framing::Lines {
+                    max_line: self.max_line,
+                },
+                FramingKind::Raw => Framing::Raw { chunk: self.chunk },
+            },
+            drain_timeout: self.drain_timeout,
+            limits: self.limits(),
+            metrics: self.metrics.clone(),
+            reply_template: self.reply_template.clone().map(Arc::new),
+            instance: self.instance.clone(),
+            proxy_trusted: self.proxy_trusted.clone(),
+            log_connections: self.log_connections,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            output_budget: self.output_budget,
+            write_timeout: self.write_timeout,
+            idle_timeout: self.idle_timeout,
+            line_timeout: self.line_timeout,
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_ip: self.max_connections_per_ip,
+            udp: UdpLimits {
+                rate: self.udp_rate,
+                burst: self.udp_burst,
+                global_rate: self.udp_global_rate,
+                slip: self.udp_slip,
+                byte_factor: self.udp_byte_factor,
+                byte_allowance: self.udp_byte_allowance as f64,
+            },
+            exempt: self.limit_exempt.clone(),
+        }
+    }
+
+    /// Every setting as its key and its values in the notation the flags
+    /// take, for `check-config` and for the defaults `--help` shows.
+    pub fn describe(&self) -> Vec<(&'static str, Vec<String>)> {
+        let one = |v: String| vec![v];
+        let maybe = |v: Option<String>| v.into_iter().collect::<Vec<_>>();
+        vec![
+            (
+                "listen",
+                self.listen.iter().map(Endpoint::to_string).collect(),
+            ),
+            ("inetd", one(self.inetd.to_string())),
+            ("inetd-base", one(self.inetd_base.to_string())),
+            ("format", one(self.format.to_string())),
+            ("utc", one(self.utc.to_string())),
+            ("framing", one(self.framing.name().into())),
+            ("max-line", one(show_size(self.max_line))),
+            ("chunk", one(show_size(self.chunk))),
+            ("drain-timeout", one(show_duration(self.drain_timeout))),
+            (
+                "reply-template",
+                maybe(self.reply_template.as_ref().map(|t| t.to_string())),
+            ),
+            ("instance", maybe(self.instance.clone())),
+            ("proxy-trusted", one(show_networks(&self.proxy_trusted))),
+            (
+                "metrics",
+                maybe(self.metrics.as_ref().map(Endpoint::to_string)),
+            ),
+            ("log-connections", one(self.log_connections.to_string())),
+            ("threads", maybe(self.threads.map(|n| n.to_string()))),
+            ("log-level", one(self.log_level.clone())),
+            ("log-format", one(self.log_format.name().into())),
+            ("output-budget", one(show_size(self.output_budget))),
+            ("write-timeout", one(show_duration(self.write_timeout))),
+            ("idle-timeout", one(show_duration(self.idle_timeout))),
+            ("line-timeout", one(show_duration(self.line_timeout))),
+            (
+                "max-connections",
+                maybe(self.max_connections.map(|n| n.to_string())),
+            ),
+            (
+                "max-connections-per-ip",
+                one(self.max_connections_per_ip.to_string()),
+            ),
+            ("udp-rate", one(self.udp_rate.to_string())),
+            ("udp-burst", one(self.udp_burst.to_string())),
+            ("udp-global-rate", one(self.udp_global_rate.to_string())),
+            ("udp-slip", one(self.udp_slip.to_string())),
+            ("udp-byte-factor", one(self.udp_byte_factor.to_string())),
+            (
+                "udp-byte-allowance",
+                one(show_size(self.udp_byte_allowance)),
+            ),
+            ("limit-exempt", one(show_networks(&self.limit_exempt))),
+        ]
+    }
+}
+
+impl FramingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FramingKind::Lines => "lines",
+            FramingKind::Raw => "raw",
+        }
+    }
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// What the server needs of the settings: everything but the listeners,
+/// resolved into the types the connection code uses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub time: TimeStyle,
+    pub framing: Framing,
+    /// How long shutdown waits for connections to finish their replies.
+    pub drain_timeout: Duration,
+    pub limits: Limits,
+    /// Where to serve /metrics, /healthz and /readyz (a tcp:// endpoint).
+    pub metrics: Option<Endpoint>,
+    /// Replies shaped by `--reply-template` instead of `[time] msg`.
+    pub reply_template: Option<Arc<Template>>,
+    /// `{host}` in templates; the machine's hostname when unset.
+    pub instance: Option<String>,
+    /// Peers allowed to send PROXY protocol headers.
+    pub proxy_trusted: Vec<IpNet>,
+    /// One log line per closed connection: peer, listener, counts, duration.
+    pub log_connections: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Settings::default().options()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_url_uses_the_default_port() {
+        assert!(DEFAULT_URL.ends_with(&format!(":{DEFAULT_PORT}")));
+    }
+
+    #[test]
+    fn every_setting_is_described_once() {
+        let keys: Vec<&str> = Settings::default()
+            .describe()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        let unique: std::collections::HashSet<&&str> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        assert_eq!(keys.len(), 30);
+    }
+}
