@@ -15,8 +15,8 @@ use crate::endpoint::{Address, Endpoint};
 use crate::error::Error;
 
 /// A connected byte stream, TCP or Unix.
-pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 
 fn connect_error(endpoint: &Endpoint, reason: io::Error) -> Error {
     Error::Connect {
@@ -49,24 +49,14 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
         ]);
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{host}: no address"),
-        ));
-    }
-    Ok(addrs)
+    crate::endpoint::lookup(host, port).await
 }
 
 /// Connects a stream endpoint, trying each address of a name in turn.
 pub async fn connect_stream(
     endpoint: &Endpoint,
     timeout: Duration,
-) -> Result<Box<dyn ByteStream>, Error> {
+) -> Result<Box<dyn ClientStream>, Error> {
     let attempt = async {
         match &endpoint.address {
             Address::Inet { host, port } => {
@@ -75,7 +65,7 @@ pub async fn connect_stream(
                     match TcpStream::connect(addr).await {
                         Ok(s) => {
                             s.set_nodelay(true)?;
-                            return Ok(Box::new(s) as Box<dyn ByteStream>);
+                            return Ok(Box::new(s) as Box<dyn ClientStream>);
                         }
                         Err(e) => last = e,
                     }
@@ -83,14 +73,14 @@ pub async fn connect_stream(
                 Err(last)
             }
             Address::Path(path) => {
-                Ok(Box::new(UnixStream::connect(path).await?) as Box<dyn ByteStream>)
+                Ok(Box::new(UnixStream::connect(path).await?) as Box<dyn ClientStream>)
             }
             Address::Abstract(name) => {
                 let std = std_unix::UnixStream::connect_addr(
                     &std_unix::SocketAddr::from_abstract_name(name)?,
                 )?;
                 std.set_nonblocking(true)?;
-                Ok(Box::new(UnixStream::from_std(std)?) as Box<dyn ByteStream>)
+                Ok(Box::new(UnixStream::from_std(std)?) as Box<dyn ClientStream>)
             }
         }
     };

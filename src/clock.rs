@@ -200,10 +200,6 @@ impl Stamper {
         }
     }
 
-    pub fn style(&self) -> &TimeStyle {
-        &self.style
-    }
-
     /// The timestamp text for `at`.
     pub fn text(&mut self, at: SystemTime) -> &[u8] {
         let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();

@@ -73,9 +73,7 @@ pub async fn serve_udp_on_a_thread(
 /// A thread of its own rather than a task: a socket in an epoll set costs
 /// every arriving datagram an epoll callback, paid by whoever sends it
 /// (on loopback, the client's CPU), even while we are busy; a blocked
-/// receiver costs that only while it sleeps. Measured against the task
-/// (pinned, 8 sockets x 16): requests/s 1.04x, server CPU per datagram
-/// 0.965x, the client's 0.97x.
+/// receiver costs that only while it sleeps (measured: docs/benchmarks.md).
 fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
     if let Err(e) = sock.set_nonblocking(false) {
         tracing::error!("UDP socket unusable: {e}");

@@ -77,14 +77,28 @@ impl Endpoint {
             proxy: false,
         }
     }
+}
 
-    /// The port of an IP endpoint.
-    pub fn port(&self) -> Option<u16> {
-        match self.address {
-            Address::Inet { port, .. } => Some(port),
-            _ => None,
-        }
+/// The addresses a host name stands for: a literal IP at once, a name
+/// through the system's resolver. An unknown name is an `UnknownHost`.
+pub async fn lookup(host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
     }
+    let unknown = || {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            crate::error::UnknownHost { host: host.into() },
+        )
+    };
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| unknown())?
+        .collect();
+    if addrs.is_empty() {
+        return Err(unknown());
+    }
+    Ok(addrs)
 }
 
 impl FromStr for Endpoint {

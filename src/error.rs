@@ -34,6 +34,20 @@ pub enum Error {
     Connect { endpoint: String, reason: io::Error },
     #[error("{0}")]
     Usage(String),
+    /// Ctrl-C at the interactive prompt.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Exit code of a program stopped by Ctrl-C (128 + SIGINT), as shells report it.
+pub const EX_INTERRUPTED: i32 = 130;
+
+/// A host name that does not resolve; carried inside an `io::Error` so
+/// that the exit code (68) and the message can tell it from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown host {host:?}")]
+pub struct UnknownHost {
+    pub host: String,
 }
 
 impl Error {
@@ -41,6 +55,7 @@ impl Error {
         match self {
             Error::Endpoint { .. } | Error::TimeFormat { .. } | Error::Usage(_) => EX_USAGE,
             Error::Listen { reason, .. } | Error::Connect { reason, .. } => io_exit_code(reason),
+            Error::Interrupted => EX_INTERRUPTED,
         }
     }
 }
@@ -48,6 +63,9 @@ impl Error {
 /// The sysexits code for an I/O error met while binding or connecting.
 pub fn io_exit_code(err: &io::Error) -> i32 {
     use io::ErrorKind::*;
+    if is_unknown_host(err) {
+        return EX_NOHOST;
+    }
     match err.kind() {
         PermissionDenied => EX_NOPERM,
         TimedOut => EX_TEMPFAIL,
@@ -61,10 +79,17 @@ pub fn io_exit_code(err: &io::Error) -> i32 {
     }
 }
 
+fn is_unknown_host(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<UnknownHost>())
+}
+
 /// A lower-case reason without the "(os error N)" suffix, as in
 /// `address already in use`.
 pub fn describe(err: &io::Error) -> String {
     use io::ErrorKind::*;
+    if is_unknown_host(err) {
+        return err.to_string();
+    }
     let fixed = match err.kind() {
         AddrInUse => "address already in use",
         AddrNotAvailable => "address not available",
@@ -107,6 +132,18 @@ mod tests {
             "cannot listen on tcp://[::]:21567: address already in use"
         );
         assert_eq!(e.exit_code(), EX_UNAVAILABLE);
+    }
+
+    #[test]
+    fn unknown_host_maps_to_nohost_and_names_the_host() {
+        let err = io::Error::new(
+            io::ErrorKind::NotFound,
+            UnknownHost {
+                host: "no-such-host.invalid".into(),
+            },
+        );
+        assert_eq!(io_exit_code(&err), EX_NOHOST);
+        assert_eq!(describe(&err), "unknown host \"no-such-host.invalid\"");
     }
 
     #[test]

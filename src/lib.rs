@@ -21,7 +21,7 @@ mod rate_limit;
 mod server;
 pub mod service;
 pub mod settings;
-mod shards;
+pub mod shards;
 pub mod stats;
 mod stream;
 pub mod systemd;

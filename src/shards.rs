@@ -1,12 +1,8 @@
 //! Thread per core: one single-threaded runtime per thread, each serving its
-//! own copy of every TCP socket (see [`crate::Server::spread_over`]).
-//!
-//! Measured against tokio's work-stealing runtime on this project's 2-CPU
-//! machine: a connection never moves between threads, and a thread with
-//! nothing to do sleeps in its own epoll set instead of being woken for
-//! another thread's sockets (the work-stealing runtime's idle worker was
-//! woken about six times per batch of 32 UDP datagrams when UDP was a task;
-//! 1000 connections' p99 fell to less than half of tokio-echo's).
+//! own copy of every TCP socket (see [`crate::Server::spread_over`]). A
+//! connection never moves between threads, and a thread with nothing to do
+//! sleeps in its own epoll set instead of being woken for another thread's
+//! sockets (docs/benchmarks.md has the measurements behind this).
 
 use std::io;
 use std::sync::mpsc;
@@ -76,6 +72,8 @@ impl Drop for Shards {
     }
 }
 
-fn single_threaded() -> io::Result<Runtime> {
+/// A runtime on the calling thread alone: each shard's, and the one the
+/// one-connection commands (client, ping) run on.
+pub fn single_threaded() -> io::Result<Runtime> {
     Builder::new_current_thread().enable_all().build()
 }

@@ -126,6 +126,35 @@ fn client_connection_refused_names_address_and_reason() {
     );
 }
 
+/// An unknown host is 68 (EX_NOHOST), as the README says; a UDP server
+/// that is not there (ICMP port unreachable) is refused, 69, like TCP.
+#[test]
+fn client_unknown_host_and_refused_udp_have_their_own_exit_codes() {
+    let out = run_with_input(
+        tsecho_bin(),
+        &["client", "tcp://no-such-host.invalid:21567"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(68));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "tsecho: cannot connect to tcp://no-such-host.invalid:21567: unknown host \"no-such-host.invalid\""
+    );
+
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("udp://127.0.0.1:{port}");
+    let out = run_with_input(tsecho_bin(), &["client", &url, "--retries", "0"], b"hi\n");
+    assert_eq!(out.status.code(), Some(69));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("tsecho: no reply from {url} to \"hi\": connection refused")
+    );
+}
+
 #[test]
 fn address_in_use_is_one_line_and_exit_code_69() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -318,7 +347,8 @@ fn interactive_client_prompts_and_prints_replies() {
         return;
     }
     let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
-    // Runs the client on a pseudo-terminal, types a line, then an empty line.
+    // Runs the client on a pseudo-terminal, types a line, then the last
+    // keystroke: an empty line ends with 0, Ctrl-C with 130 (128 + SIGINT).
     let script = r#"
 import os, pty, sys, select, time
 pid, fd = pty.fork()
@@ -339,25 +369,28 @@ def read_until(token, limit=10):
 assert read_until(b'> '), out
 os.write(fd, b'typed line\r')
 assert read_until(b'] typed line'), out
-os.write(fd, b'\r')
+os.write(fd, sys.argv[3].encode())
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode('utf-8', 'replace'))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
     let url = format!("tcp://{}", server.addr(0));
-    let out = Command::new("python3")
-        .args(["-c", script, tsecho_bin(), &url])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply = stdout.lines().find(|l| l.contains("] typed line")).unwrap();
-    let at = reply.find('[').unwrap();
-    split_ctime_stamp(&reply.as_bytes()[at..]);
+    for (last_key, expected_code) in [("\r", 0), ("\x03", 130)] {
+        let out = Command::new("python3")
+            .args(["-c", script, tsecho_bin(), &url, last_key])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(expected_code),
+            "{last_key:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply = stdout.lines().find(|l| l.contains("] typed line")).unwrap();
+        let at = reply.find('[').unwrap();
+        split_ctime_stamp(&reply.as_bytes()[at..]);
+    }
 }
 
 /// Pass: under the load of 100 connections, every line a client had

@@ -15,8 +15,8 @@ use rustyline::error::ReadlineError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::runtime::Runtime;
 use tsecho::Endpoint;
-use tsecho::client::{ByteStream, DatagramSocket, connect_stream, human_duration};
-use tsecho::error::EX_TEMPFAIL;
+use tsecho::client::{ClientStream, DatagramSocket, connect_stream, human_duration};
+use tsecho::error::{describe, io_exit_code};
 
 use super::parse_duration;
 
@@ -84,7 +84,8 @@ impl Lines {
                     let _ = editor.add_history_entry(line.as_str());
                     Ok(Some(line.into_bytes()))
                 }
-                Err(ReadlineError::Eof | ReadlineError::Interrupted) => Ok(None),
+                Err(ReadlineError::Eof) => Ok(None),
+                Err(ReadlineError::Interrupted) => Err(tsecho::Error::Interrupted.into()),
                 Err(e) => Err(e).context("reading the terminal"),
             },
             Lines::Piped(stdin) => {
@@ -125,21 +126,23 @@ fn exchange_datagrams(
     interactive: bool,
 ) -> anyhow::Result<i32> {
     let mut lines = Lines::new(interactive)?;
-    let mut unanswered = 0;
+    // The exit code of the last failure: 75 for silence, 69 for refused.
+    let mut failed = 0;
     let mut reply = vec![0; 65_536];
     while let Some(line) = lines.next_line()? {
         match runtime.block_on(ask(sock, &line, &mut reply, args)) {
             Ok(n) => print_reply(&reply[..n])?,
             Err(e) => {
-                unanswered += 1;
+                failed = io_exit_code(&e);
                 eprintln!(
-                    "tsecho: no reply from {endpoint} to {:?}: {e}",
-                    String::from_utf8_lossy(&line)
+                    "tsecho: no reply from {endpoint} to {:?}: {}",
+                    String::from_utf8_lossy(&line),
+                    describe(&e)
                 );
             }
         }
     }
-    Ok(if unanswered > 0 { EX_TEMPFAIL } else { 0 })
+    Ok(failed)
 }
 
 /// Sends one datagram and waits for a reply, resending on silence.
@@ -166,7 +169,7 @@ async fn ask(
 }
 
 /// Prompt, send, print the reply, until an empty line or Ctrl-D.
-fn converse(runtime: &Runtime, stream: Box<dyn ByteStream>) -> anyhow::Result<()> {
+fn converse(runtime: &Runtime, stream: Box<dyn ClientStream>) -> anyhow::Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     let mut lines = Lines::new(true)?;
@@ -192,7 +195,7 @@ fn converse(runtime: &Runtime, stream: Box<dyn ByteStream>) -> anyhow::Result<()
 
 /// Streams stdin to the server and replies to stdout at the same time;
 /// half-closes at the end of stdin and finishes when the server closes.
-async fn pipe(stream: Box<dyn ByteStream>) -> anyhow::Result<()> {
+async fn pipe(stream: Box<dyn ClientStream>) -> anyhow::Result<()> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();

@@ -10,10 +10,7 @@ pub mod services;
 /// The runtime of the one-connection commands (client, ping): one thread.
 pub fn single_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
+    tsecho::shards::single_threaded().context("starting the runtime")
 }
 
 pub use tsecho::settings::text::parse_duration;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args as ClapArgs;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tsecho::Endpoint;
-use tsecho::client::{ByteStream, DatagramSocket, connect_stream};
+use tsecho::client::{ClientStream, DatagramSocket, connect_stream};
 use tsecho::error::EX_TEMPFAIL;
 
 use super::parse_duration;
@@ -102,7 +102,7 @@ pub fn probe_from(sent: SystemTime, rtt: Duration, reply: &[u8]) -> Option<Probe
 }
 
 enum Channel {
-    Stream(BufReader<Box<dyn ByteStream>>),
+    Stream(BufReader<Box<dyn ClientStream>>),
     Datagram(DatagramSocket),
 }
 

@@ -197,13 +197,8 @@ async fn resolve_for_bind(host: &str, port: u16) -> io::Result<SocketAddr> {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
         });
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address")))
+    let addrs = crate::endpoint::lookup(host, port).await?;
+    Ok(addrs[0])
 }
 
 fn ipv6_available() -> bool {
