@@ -427,7 +427,7 @@ async fn datagrams_from_reflecting_ports_are_dropped_and_counted() {
         match UdpSocket::bind(("127.0.0.1", port)) {
             Ok(sock) => senders.push(sock),
             Err(e) => {
-                eprintln!("SKIPPED: cannot bind UDP port {port} ({e}); run as root");
+                common::skip(&format!("cannot bind UDP port {port} ({e}); run as root"));
                 return;
             }
         }
@@ -495,7 +495,7 @@ async fn two_udp_echo_servers_aimed_at_each_other_do_not_loop() {
     let b = start(&["stamp+udp://127.0.0.1:0"]).await;
     let (a_addr, b_addr) = (a.udp_addr().unwrap(), b.udp_addr().unwrap());
     if let Err(e) = send_spoofed_udp(b_addr.port(), a_addr, b"ping-pong") {
-        eprintln!("SKIPPED: no raw socket to spoof with ({e}); run as root");
+        common::skip(&format!("no raw socket to spoof with ({e}); run as root"));
         return;
     }
     wait_until(&a, |s| s.datagrams_dropped_loop == 1).await;
@@ -520,21 +520,12 @@ fn unknown_service_is_a_usage_error_listing_the_valid_names() {
 
 #[test]
 fn inetd_flag_binds_the_standard_set_shifted_by_the_base() {
-    if std::net::TcpListener::bind("[::]:21567").is_err() {
-        eprintln!("SKIPPED: port 21567 is busy on this machine");
+    // In a network namespace of its own, where all twelve ports are free.
+    let base = 20_000;
+    let Some(server) = ServeProcess::start_isolated(&["--inetd", "--inetd-base", "20000"], 12)
+    else {
         return;
-    }
-    // Twelve ports must be free at once: try a few bases below the
-    // ephemeral range, where client connections are not using them.
-    let (base, server) = (0..10u32)
-        .find_map(|attempt| {
-            let base = 20_000 + ((std::process::id() * 7_919 + attempt * 997) % 8_000) as u16;
-            ServeProcess::try_start(&["--inetd", "--inetd-base", &base.to_string()], 12)
-                .map_err(|log| eprintln!("base {base}: {log}"))
-                .ok()
-                .map(|server| (base, server))
-        })
-        .expect("no free set of inetd ports");
+    };
     let mut got = server.listening.clone();
     got.sort();
     let mut want: Vec<String> = [

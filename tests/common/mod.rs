@@ -59,9 +59,29 @@ pub fn have_tool(tool: &str) -> bool {
         if std::env::var("TSECHO_REQUIRE_INTEROP").as_deref() == Ok("1") {
             panic!("{tool} is required (TSECHO_REQUIRE_INTEROP=1) but not installed");
         }
-        eprintln!("SKIPPED: {tool} is not installed");
+        skip(&format!("{tool} is not installed"));
     }
     found
+}
+
+/// Says that the calling test skips, and why, where it shows: straight on
+/// stderr (libtest captures only the print macros, so this is seen in a
+/// plain `cargo test`), and as a line of target/tmp/skipped.log, which CI
+/// counts and prints.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let line = format!("SKIPPED {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
 }
 
 pub fn tsecho_bin() -> &'static str {
@@ -125,6 +145,51 @@ impl ServeProcess {
     /// As `start`, but a server that exits early gives back its log.
     pub fn try_start(args: &[&str], expected: usize) -> Result<ServeProcess, String> {
         Self::spawn(Command::new(tsecho_bin()).arg("serve").args(args), expected)
+    }
+
+    /// As `start`, in a network namespace of its own (`unshare -n`, as
+    /// root), so that fixed ports such as the default 21567 are free
+    /// whatever else runs on the machine. None (the test skips) where
+    /// namespaces cannot be made.
+    pub fn start_isolated(args: &[&str], expected: usize) -> Option<ServeProcess> {
+        let probe = Command::new("unshare")
+            .args(["-n", "true"])
+            .stderr(Stdio::null())
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            if std::env::var("TSECHO_REQUIRE_INTEROP").as_deref() == Ok("1") {
+                panic!("unshare -n is required (TSECHO_REQUIRE_INTEROP=1) but fails here");
+            }
+            skip("cannot make a network namespace (unshare -n needs root)");
+            return None;
+        }
+        let script = "ip link set lo up && exec \"$0\" serve \"$@\"";
+        let mut command = Command::new("unshare");
+        command
+            .args(["-n", "sh", "-c", script, tsecho_bin()])
+            .args(args);
+        Some(
+            Self::spawn(&mut command, expected)
+                .unwrap_or_else(|log| panic!("server exited before listening: {log}")),
+        )
+    }
+
+    /// Runs `tsecho ARGS` in the server's network namespace with `input`
+    /// on stdin (for a server from `start_isolated`).
+    pub fn run_beside(&self, args: &[&str], input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let net = format!("--net=/proc/{}/ns/net", self.child.id());
+        let mut child = Command::new("nsenter")
+            .arg(net)
+            .arg(tsecho_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     /// As `start`, with the server's open-file limit lowered to `limit`.
