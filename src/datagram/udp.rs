@@ -1,0 +1,104 @@
+//! UDP sockets, each served by a thread of its own in recvmmsg/sendmmsg
+//! batches.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use super::{Answerer, Arrival};
+use crate::context::{ListenerCtx, Shared};
+use crate::stats::Stats;
+use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info};
+
+/// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
+const MAX_UDP_V4: usize = 65_507;
+const MAX_UDP_V6: usize = 65_527;
+
+/// Runs `serve_udp` on a thread of its own and waits for it, so that the
+/// server's task tracker knows when it ended.
+pub async fn serve_udp_on_a_thread(
+    sock: std::net::UdpSocket,
+    listener: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("tsecho-udp".into())
+        .spawn(move || {
+            serve_udp(Arc::new(sock), listener, shared);
+            drop(done_tx);
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = done_rx.await;
+        }
+        Err(e) => tracing::error!("cannot start a UDP thread: {e}"),
+    }
+}
+
+/// Serves one UDP socket on the calling thread, blocking in recvmmsg until
+/// `Shared::wake_udp_threads` shuts the socket's receiving side after the
+/// server's shutdown began.
+///
+/// A thread of its own rather than a task: a socket in an epoll set costs
+/// every arriving datagram an epoll callback, paid by whoever sends it
+/// (on loopback, the client's CPU), even while we are busy; a blocked
+/// receiver costs that only while it sleeps (measured: docs/benchmarks.md).
+fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
+    if let Err(e) = sock.set_nonblocking(false) {
+        tracing::error!("UDP socket unusable: {e}");
+        return;
+    }
+    shared.watch_udp_socket(sock.clone());
+    let mut answerer = Answerer::new(&shared, &listener);
+    let mut requests = RecvBatch::default();
+    let mut replies = SendBatch::default();
+    let fd = sock.as_raw_fd();
+    // On a wildcard address, reply from the address each request came to.
+    if let Ok(bound) = sock.local_addr()
+        && bound.ip().is_unspecified()
+        && let Err(e) = enable_destination_info(fd, bound.is_ipv6())
+    {
+        tracing::warn!("replies may leave from another address than requests came to: {e}");
+    }
+    let local = sock
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    while !shared.shutdown.is_cancelled() {
+        // Errors are ICMP reports about earlier replies; they concern one
+        // peer, never the socket.
+        let count = requests.recv(fd).unwrap_or(0);
+        if shared.shutdown.is_cancelled() {
+            // Woken by the shutdown, or just in time for it.
+            break;
+        }
+        // One batch came in one call: one arrival time stamps all of it.
+        let arrival = Arrival::now();
+        for i in 0..count {
+            let Some((request, peer)) = requests.get(i) else {
+                continue;
+            };
+            if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
+                Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
+                continue;
+            }
+            let peer_key = answerer.guard.inet_peer_key(peer);
+            let max = max_udp_payload(peer);
+            answerer.note_addresses(&peer, &local);
+            if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip()), arrival) {
+                replies.push(reply, peer, requests.destination(i));
+            }
+        }
+        // Counted before sending, so a client that has its reply also sees
+        // it in the counters; the latency recorded runs to this hand-over.
+        answerer.flush(&listener.stats, arrival.at.elapsed());
+        replies.send(fd);
+    }
+}
+
+fn max_udp_payload(peer: SocketAddr) -> usize {
+    match peer {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => MAX_UDP_V6,
+        _ => MAX_UDP_V4,
+    }
+}
