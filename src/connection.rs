@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::framing::Responder;
 use crate::limits::Limits;
-use crate::service::Responder;
 use crate::service::stamp::StampWriter;
 
 /// Buffers grown past this are released once emptied, so a burst does not

@@ -1,7 +1,13 @@
-//! Cutting a byte stream into the messages that get one reply each.
+//! Cutting a byte stream into the messages that get one reply each, and
+//! handing each message to its service.
 //!
 //! Pure functions over byte slices: the connection code feeds them whatever
 //! the socket returned, so any split of the input gives the same replies.
+
+use std::time::SystemTime;
+
+use crate::service::stamp::StampWriter;
+use crate::service::{Answering, discard, echo};
 
 /// How a stream is cut into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,11 +19,111 @@ pub enum Framing {
     Raw { chunk: usize },
 }
 
-/// The default is the settings' (`Settings::default`).
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+pub const DEFAULT_CHUNK: usize = 1024;
+
 impl Default for Framing {
     fn default() -> Self {
-        crate::settings::Settings::default().options().framing
+        Framing::Lines {
+            max_line: DEFAULT_MAX_LINE,
+        }
     }
+}
+
+/// How stream input becomes replies: the service's answering cut by the
+/// framing (stamp), or bytes as they come (echo, discard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Responder {
+    Lines { max_line: usize },
+    Raw { chunk: usize },
+    Echo,
+    Discard,
+}
+
+impl Responder {
+    pub fn new(answering: Answering, framing: Framing) -> Self {
+        match (answering, framing) {
+            (Answering::Stamp, Framing::Lines { max_line }) => Responder::Lines { max_line },
+            (Answering::Stamp, Framing::Raw { chunk }) => Responder::Raw { chunk },
+            (Answering::Echo, _) => Responder::Echo,
+            (Answering::Discard, _) => Responder::Discard,
+        }
+    }
+
+    /// Answers from the front of `input` until it runs out of complete
+    /// messages or `out` holds `budget` bytes; returns the bytes used and
+    /// the replies written.
+    pub fn answer(
+        self,
+        input: &[u8],
+        at_eof: bool,
+        now: SystemTime,
+        stamp: &mut StampWriter,
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> (usize, u64) {
+        match self {
+            Responder::Lines { max_line } => {
+                answer_lines(input, max_line, at_eof, now, stamp, out, budget)
+            }
+            Responder::Raw { chunk } => answer_chunks(input, chunk, now, stamp, out, budget),
+            // Echo has no messages to count: bytes go back as they come.
+            Responder::Echo => (echo::answer(input, out, budget), 0),
+            Responder::Discard => (discard::answer(input), 0),
+        }
+    }
+
+    /// The most bytes one read should bring: with raw framing, one read is
+    /// one reply.
+    pub fn read_limit(self, scratch: usize) -> usize {
+        match self {
+            Responder::Raw { chunk } => chunk.clamp(1, scratch),
+            Responder::Lines { .. } | Responder::Echo | Responder::Discard => scratch,
+        }
+    }
+}
+
+/// Stream input cut into lines (longer ones into `max_line` pieces), one
+/// reply each, until the input runs out of complete lines or `out` reaches
+/// `budget`. Returns the bytes used and the replies written.
+fn answer_lines(
+    input: &[u8],
+    max_line: usize,
+    at_eof: bool,
+    now: SystemTime,
+    stamp: &mut StampWriter,
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> (usize, u64) {
+    let mut lines = Lines::new(input, max_line, at_eof);
+    let mut replies = 0;
+    while out.len() < budget {
+        let Some(line) = lines.next() else { break };
+        stamp.write(now, line, out);
+        replies += 1;
+    }
+    (input.len() - lines.remainder().len(), replies)
+}
+
+/// Stream input cut into pieces of at most `chunk` bytes (the textbook
+/// server's one reply per read), within the output budget.
+fn answer_chunks(
+    input: &[u8],
+    chunk: usize,
+    now: SystemTime,
+    stamp: &mut StampWriter,
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> (usize, u64) {
+    let mut used = 0;
+    let mut replies = 0;
+    while used < input.len() && out.len() < budget {
+        let piece = &input[used..input.len().min(used + chunk.max(1))];
+        stamp.write(now, piece, out);
+        replies += 1;
+        used += piece.len();
+    }
+    (used, replies)
 }
 
 /// Length of the line (or piece of an over-long line) at the front of

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// Every limit; the defaults are `Settings::default`'s.
+/// Every limit, with the defaults `tsecho serve --help` shows.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Replies held in tsecho for one connection while the kernel's send
@@ -47,16 +47,39 @@ pub struct UdpLimits {
     pub byte_allowance: f64,
 }
 
-/// The defaults are the settings' (`Settings::default`).
 impl Default for UdpLimits {
     fn default() -> Self {
-        Limits::default().udp
+        UdpLimits {
+            rate: 100.0,
+            burst: 200.0,
+            global_rate: 20_000.0,
+            slip: 0,
+            byte_factor: 3.0,
+            byte_allowance: 4096.0,
+        }
     }
 }
 
+/// Connections open at once when no limit is given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The one place the limits' defaults are written; `Settings` takes them
+/// from here.
 impl Default for Limits {
     fn default() -> Self {
-        crate::settings::Settings::default().limits()
+        Limits {
+            output_budget: 32 * 1024,
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            line_timeout: Duration::from_secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: 256,
+            udp: UdpLimits::default(),
+            exempt: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+        }
     }
 }
 

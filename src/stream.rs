@@ -24,6 +24,7 @@ use tokio::io::{AsyncWriteExt, ReadBuf};
 use crate::clock::Stamper;
 use crate::connection::{self, DRAIN_SETTLE, Exchange, Expired, LINGER, Totals};
 use crate::context::{ListenerCtx, Shared};
+use crate::framing::Responder;
 use crate::limits::Admission;
 use crate::service::stamp::{Origin, StampWriter};
 use crate::service::{Greeting, StreamRole, chargen};
@@ -78,8 +79,9 @@ pub async fn serve<S: ByteStream>(
     Stats::add(&shared.stats.local().connections_accepted, 1);
     listener.stats.count_connection();
     let mut totals = Totals::default();
-    let result = match listener.service.stream_role(shared.options.framing) {
-        StreamRole::Answer(responder) => {
+    let result = match listener.service.stream_role() {
+        StreamRole::Answer(answering) => {
+            let responder = Responder::new(answering, shared.options.framing);
             // Boxed so that its state does not enlarge every connection's
             // task: an idle connection's memory is its task.
             let stamp = StampWriter::new(

@@ -19,7 +19,6 @@ use std::time::SystemTime;
 
 use crate::clock::Stamper;
 use crate::error::Error;
-use crate::framing::Framing;
 use stamp::StampWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,7 +44,7 @@ pub const SERVICES: [ServiceInfo; 6] = [
     ServiceInfo {
         kind: ServiceKind::Stamp,
         rfc: None,
-        port: crate::settings::DEFAULT_PORT,
+        port: stamp::PORT,
         on_stream: "each line answered as [time] line, keeping its own newline",
         on_datagram: "each datagram answered as [time] datagram",
     },
@@ -99,19 +98,14 @@ impl ServiceKind {
     }
 
     /// What the service does with a byte stream.
-    pub fn stream_role(self, framing: Framing) -> StreamRole {
-        match (self, framing) {
-            (ServiceKind::Stamp, Framing::Lines { max_line }) => {
-                StreamRole::Answer(Responder::Lines { max_line })
-            }
-            (ServiceKind::Stamp, Framing::Raw { chunk }) => {
-                StreamRole::Answer(Responder::Raw { chunk })
-            }
-            (ServiceKind::Echo, _) => StreamRole::Answer(Responder::Echo),
-            (ServiceKind::Discard, _) => StreamRole::Answer(Responder::Discard),
-            (ServiceKind::Daytime, _) => StreamRole::Greet(Greeting::Daytime),
-            (ServiceKind::Time, _) => StreamRole::Greet(Greeting::Time),
-            (ServiceKind::Chargen, _) => StreamRole::Generate,
+    pub fn stream_role(self) -> StreamRole {
+        match self {
+            ServiceKind::Stamp => StreamRole::Answer(Answering::Stamp),
+            ServiceKind::Echo => StreamRole::Answer(Answering::Echo),
+            ServiceKind::Discard => StreamRole::Answer(Answering::Discard),
+            ServiceKind::Daytime => StreamRole::Greet(Greeting::Daytime),
+            ServiceKind::Time => StreamRole::Greet(Greeting::Time),
+            ServiceKind::Chargen => StreamRole::Generate,
         }
     }
 }
@@ -120,54 +114,21 @@ impl ServiceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamRole {
     /// Replies to what the client sends, as it arrives.
-    Answer(Responder),
+    Answer(Answering),
     /// One reply as the connection opens, then close.
     Greet(Greeting),
     /// Sends without end, whatever arrives (chargen).
     Generate,
 }
 
-/// How a request-driven service turns stream input into replies.
+/// What a request-driven service gives what it receives: stamp answers
+/// each message (cut by the framing), echo and discard take bytes as they
+/// come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Responder {
-    Lines { max_line: usize },
-    Raw { chunk: usize },
+pub enum Answering {
+    Stamp,
     Echo,
     Discard,
-}
-
-impl Responder {
-    /// Answers from the front of `input` until it runs out of complete
-    /// messages or `out` holds `budget` bytes; returns the bytes used and
-    /// the replies written.
-    pub fn answer(
-        self,
-        input: &[u8],
-        at_eof: bool,
-        now: SystemTime,
-        stamp: &mut StampWriter,
-        out: &mut Vec<u8>,
-        budget: usize,
-    ) -> (usize, u64) {
-        match self {
-            Responder::Lines { max_line } => {
-                stamp::answer_lines(input, max_line, at_eof, now, stamp, out, budget)
-            }
-            Responder::Raw { chunk } => stamp::answer_chunks(input, chunk, now, stamp, out, budget),
-            // Echo has no messages to count: bytes go back as they come.
-            Responder::Echo => (echo::answer(input, out, budget), 0),
-            Responder::Discard => (discard::answer(input), 0),
-        }
-    }
-
-    /// The most bytes one read should bring: with raw framing, one read is
-    /// one reply.
-    pub fn read_limit(self, scratch: usize) -> usize {
-        match self {
-            Responder::Raw { chunk } => chunk.clamp(1, scratch),
-            Responder::Lines { .. } | Responder::Echo | Responder::Discard => scratch,
-        }
-    }
 }
 
 /// The one reply of daytime and time.

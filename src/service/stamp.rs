@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::Stamper;
-use crate::framing::Lines;
+
+/// The stamp service's port, on TCP and UDP: tsecho's default.
+pub const PORT: u16 = 21567;
 
 /// Appends the reply to `message` received at the time shown by `time`.
 pub fn write_reply(time: &[u8], message: &[u8], out: &mut Vec<u8>) {
@@ -202,49 +204,6 @@ impl StampWriter {
             }
         }
     }
-}
-
-/// Stream input cut into lines (longer ones into `max_line` pieces), one
-/// reply each, until the input runs out of complete lines or `out` reaches
-/// `budget`. Returns the bytes used and the replies written.
-pub fn answer_lines(
-    input: &[u8],
-    max_line: usize,
-    at_eof: bool,
-    now: SystemTime,
-    stamp: &mut StampWriter,
-    out: &mut Vec<u8>,
-    budget: usize,
-) -> (usize, u64) {
-    let mut lines = Lines::new(input, max_line, at_eof);
-    let mut replies = 0;
-    while out.len() < budget {
-        let Some(line) = lines.next() else { break };
-        stamp.write(now, line, out);
-        replies += 1;
-    }
-    (input.len() - lines.remainder().len(), replies)
-}
-
-/// Stream input cut into pieces of at most `chunk` bytes (the textbook
-/// server's one reply per read), within the output budget.
-pub fn answer_chunks(
-    input: &[u8],
-    chunk: usize,
-    now: SystemTime,
-    stamp: &mut StampWriter,
-    out: &mut Vec<u8>,
-    budget: usize,
-) -> (usize, u64) {
-    let mut used = 0;
-    let mut replies = 0;
-    while used < input.len() && out.len() < budget {
-        let piece = &input[used..input.len().min(used + chunk.max(1))];
-        stamp.write(now, piece, out);
-        replies += 1;
-        used += piece.len();
-    }
-    (used, replies)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Every setting of `tsecho serve`, with its default, written once.
+//! Every setting of `tsecho serve`, with its default.
 //!
 //! [`Settings`] is the one source of truth: its `Default` holds every
-//! default; the TOML file is read into it with serde (`file.rs`); the
+//! default (those of lower types, such as the limits, taken from them); the TOML file is read into it with serde (`file.rs`); the
 //! command line and the `TSECHO_*` variables fill an [`Overrides`] that
 //! is laid over it (`flags.rs`), so the precedence is command line >
 //! environment > file > default. `check-config` and `--help` show values
@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 use crate::clock::{TimeFormat, TimeStyle};
 use crate::endpoint::Endpoint;
-use crate::framing::Framing;
+use crate::framing::{DEFAULT_CHUNK, DEFAULT_MAX_LINE, Framing};
 use crate::limits::{Limits, UdpLimits};
 use crate::service::stamp::Template;
 
@@ -27,7 +27,7 @@ pub use flags::{Overrides, check_environment, show_defaults};
 use text::{show_duration, show_networks, show_size};
 
 /// The port of the stamp service, on TCP and UDP, when none is given.
-pub const DEFAULT_PORT: u16 = 21567;
+pub use crate::service::stamp::PORT as DEFAULT_PORT;
 /// Where the clients go when given no URL: the stamp port on this machine.
 pub const DEFAULT_URL: &str = "tcp://localhost:21567";
 
@@ -109,20 +109,23 @@ pub struct Settings {
     pub limit_exempt: Vec<IpNet>,
 }
 
-/// Connections open at once when --max-connections is not given.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub use crate::limits::DEFAULT_MAX_CONNECTIONS;
 
+/// The serve-only defaults are written here; those of the time format, the
+/// framing and the limits where their types are, and gathered here.
 impl Default for Settings {
     fn default() -> Self {
+        let style = TimeStyle::default();
+        let limits = Limits::default();
         Settings {
             listen: Vec::new(),
             inetd: false,
             inetd_base: 0,
-            format: TimeFormat::Ctime,
-            utc: false,
+            format: style.format,
+            utc: style.utc,
             framing: FramingKind::Lines,
-            max_line: 64 * 1024,
-            chunk: 1024,
+            max_line: DEFAULT_MAX_LINE,
+            chunk: DEFAULT_CHUNK,
             drain_timeout: Duration::from_secs(5),
             reply_template: None,
             instance: None,
@@ -132,22 +135,19 @@ impl Default for Settings {
             threads: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
-            output_budget: 32 * 1024,
-            write_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(300),
-            line_timeout: Duration::from_secs(60),
+            output_budget: limits.output_budget,
+            write_timeout: limits.write_timeout,
+            idle_timeout: limits.idle_timeout,
+            line_timeout: limits.line_timeout,
             max_connections: None,
-            max_connections_per_ip: 256,
-            udp_rate: 100.0,
-            udp_burst: 200.0,
-            udp_global_rate: 20_000.0,
-            udp_slip: 0,
-            udp_byte_factor: 3.0,
-            udp_byte_allowance: 4096,
-            limit_exempt: ["127.0.0.0/8", "::1/128"]
-                .iter()
-                .filter_map(|net| net.parse().ok())
-                .collect(),
+            max_connections_per_ip: limits.max_connections_per_ip,
+            udp_rate: limits.udp.rate,
+            udp_burst: limits.udp.burst,
+            udp_global_rate: limits.udp.global_rate,
+            udp_slip: limits.udp.slip,
+            udp_byte_factor: limits.udp.byte_factor,
+            udp_byte_allowance: limits.udp.byte_allowance as usize,
+            limit_exempt: limits.exempt,
         }
     }
 }
