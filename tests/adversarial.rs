@@ -357,7 +357,6 @@ fn emfile_from_a_low_open_file_limit_is_survived() {
         1,
     );
     let addr = server.addr(0);
-    let log_reader = server.log_reader();
     let started = Instant::now();
     let mut burst: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut served = 0;
@@ -387,8 +386,7 @@ fn emfile_from_a_low_open_file_limit_is_survived() {
     }
     let elapsed = started.elapsed();
     assert!(server.child.try_wait().unwrap().is_none(), "server exited");
-    drop(server);
-    let log = log_reader.join().unwrap();
+    let log = server.kill_and_log();
     let warnings = log.matches("accept failed").count();
     eprintln!("EMFILE: {served} of 60 served at first, {warnings} warnings in {elapsed:?}");
     assert!(warnings >= 1, "{log}");
@@ -583,7 +581,6 @@ fn idle_flood_of_the_metrics_port_starves_nothing_and_does_not_spin() {
         .unwrap()
         .parse()
         .unwrap();
-    let log = server.log_reader();
     let flood: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(metrics).unwrap())
         .collect();
@@ -607,6 +604,4 @@ fn idle_flood_of_the_metrics_port_starves_nothing_and_does_not_spin() {
     scrape.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     assert!(server.child.try_wait().unwrap().is_none(), "server exited");
-    drop(server);
-    drop(log.join().unwrap());
 }

@@ -151,8 +151,8 @@ fn json_logs_are_one_object_per_line() {
     server.signal("TERM");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let first = server.log_so_far().to_string();
-    let log = format!("{first}\n{}", server.rest_of_stderr());
+    server.rest_of_stderr();
+    let log = server.log_so_far().to_string();
     let records: Vec<serde_json::Value> = log
         .lines()
         .map(|line| {
@@ -234,27 +234,17 @@ fn sd_notify_reports_ready_watchdog_and_stopping() {
 
 /// systemd-socket-activate binds, prints "Listening on ...", and execs
 /// tsecho with the socket as fd 3 when the first client arrives.
-fn socket_activated(extra: &[&str], port: u16) -> std::process::Child {
-    let mut child = Command::new("systemd-socket-activate")
-        .args(extra)
-        .args(["-l", &format!("127.0.0.1:{port}"), tsecho_bin(), "serve"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("Listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "no listening line"
-        );
-    }
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-    });
-    child
+fn socket_activated(extra: &[&str], port: u16) -> ServeProcess {
+    ServeProcess::start_command(
+        Command::new("systemd-socket-activate").args(extra).args([
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            tsecho_bin(),
+            "serve",
+        ]),
+        "Listening on",
+        1,
+    )
 }
 
 #[test]
@@ -263,18 +253,17 @@ fn socket_activation_over_tcp_and_udp_with_named_services() {
         return;
     }
     let port = free_tcp_port();
-    let mut tcp = socket_activated(&[], port);
+    let tcp = socket_activated(&[], port);
     let mut conn = common::connect(("127.0.0.1", port));
     conn.write_all(b"activated\n").unwrap();
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut reply = Vec::new();
     conn.read_to_end(&mut reply).unwrap();
     assert_eq!(split_ctime_stamp(&reply).1, b"activated\n");
-    let _ = tcp.kill();
-    let _ = tcp.wait();
+    drop(tcp);
 
     let port = free_tcp_port();
-    let mut udp = socket_activated(&["--datagram", "--fdname=echo"], port);
+    let udp = socket_activated(&["--datagram", "--fdname=echo"], port);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.send_to(b"echoed", SocketAddr::from(([127, 0, 0, 1], port)))
@@ -286,8 +275,7 @@ fn socket_activation_over_tcp_and_udp_with_named_services() {
         b"echoed",
         "the fd name selected the echo service"
     );
-    let _ = udp.kill();
-    let _ = udp.wait();
+    drop(udp);
 }
 
 #[test]
@@ -351,27 +339,14 @@ fn config_file_with_env_and_flag_precedence() {
     let stamp = &reply[1..reply.find(']').unwrap()];
     assert!(stamp.parse::<u64>().is_ok(), "file says unix: {reply}");
 
-    let mut child = Command::new(tsecho_bin())
-        .args(["serve", "--config", config])
-        .env("TSECHO_FORMAT", "rfc3339")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line[line.find("tcp://").unwrap() + 6..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut conn = common::connect(addr);
-    conn.write_all(b"x\n").unwrap();
-    let mut reply = String::new();
-    BufReader::new(conn).read_line(&mut reply).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let from_env = ServeProcess::start_command(
+        Command::new(tsecho_bin())
+            .args(["serve", "--config", config])
+            .env("TSECHO_FORMAT", "rfc3339"),
+        "listening on ",
+        1,
+    );
+    let reply = first_reply(&from_env);
     assert!(
         reply.starts_with("[20") && reply.contains("T") && reply.contains("Z]"),
         "env says rfc3339: {reply}"

@@ -125,14 +125,16 @@ pub fn split_ctime_stamp(reply: &[u8]) -> (String, &[u8]) {
     (time, &reply[close + 2..])
 }
 
-/// The real binary running `serve`, killed when dropped.
+/// The real binary running `serve`, killed when dropped. Its log is read
+/// by a thread of its own and waited for with READ_DEADLINE, so a server
+/// that hangs fails the test instead of hanging it.
 pub struct ServeProcess {
     pub child: Child,
     pub listening: Vec<String>,
-    /// The log up to the last "listening on" line, as read.
+    /// The log read so far.
     log: String,
-    /// None once `log_reader` took it.
-    stderr: Option<BufReader<std::process::ChildStderr>>,
+    /// The log's lines, as the reader thread gets them.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ServeProcess {
@@ -202,32 +204,76 @@ impl ServeProcess {
     }
 
     fn spawn(command: &mut Command, expected: usize) -> Result<ServeProcess, String> {
+        Self::spawn_until(command, "listening on ", expected)
+    }
+
+    /// Any command (another tool, or tsecho with its own environment), as
+    /// a server: waits for `expected` log lines containing `marker`.
+    pub fn start_command(command: &mut Command, marker: &str, expected: usize) -> ServeProcess {
+        Self::spawn_until(command, marker, expected)
+            .unwrap_or_else(|log| panic!("{command:?} exited before {marker:?}: {log}"))
+    }
+
+    fn spawn_until(
+        command: &mut Command,
+        marker: &str,
+        expected: usize,
+    ) -> Result<ServeProcess, String> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut listening = Vec::new();
-        let mut log = String::new();
-        while listening.len() < expected {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                let _ = child.wait();
-                return Err(log);
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
             }
-            log += &line;
-            if let Some(at) = line.find("listening on ") {
-                listening.push(line[at + 13..].trim().to_string());
+        });
+        let mut server = ServeProcess {
+            child,
+            listening: Vec::new(),
+            log: String::new(),
+            lines,
+        };
+        while server.listening.len() < expected {
+            let Some(line) = server.next_line() else {
+                let _ = server.child.kill();
+                return Err(std::mem::take(&mut server.log));
+            };
+            if let Some(at) = line.find(marker) {
+                server
+                    .listening
+                    .push(line[at + marker.len()..].trim().to_string());
             }
         }
-        Ok(ServeProcess {
-            child,
-            listening,
-            log: log.trim_end().to_string(),
-            stderr: Some(stderr),
-        })
+        Ok(server)
+    }
+
+    /// The next line of the log: None at its end. Panics past READ_DEADLINE.
+    fn next_line(&mut self) -> Option<String> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.lines.recv_timeout(READ_DEADLINE) {
+            Ok(line) => {
+                if !self.log.is_empty() {
+                    self.log.push('\n');
+                }
+                self.log += &line;
+                Some(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "the server logged nothing for {READ_DEADLINE:?}: {}",
+                    self.log
+                )
+            }
+        }
     }
 
     /// The address of the n-th listener, from its log line.
@@ -246,45 +292,38 @@ impl ServeProcess {
         assert!(status.success());
     }
 
-    /// The log read while waiting for the listeners.
+    /// Everything the server logged so far, as read.
     pub fn log_so_far(&self) -> &str {
         &self.log
     }
 
     /// Reads the log until a line contains `marker`; returns that line.
     pub fn wait_for_log(&mut self, marker: &str) -> String {
-        let mut seen = String::new();
         loop {
-            let mut line = String::new();
-            if self.stderr().read_line(&mut line).unwrap() == 0 {
-                panic!("server log ended without {marker:?}: {seen}");
+            match self.next_line() {
+                Some(line) if line.contains(marker) => return line,
+                Some(_) => {}
+                None => panic!("server log ended without {marker:?}: {}", self.log),
             }
-            if line.contains(marker) {
-                return line;
-            }
-            seen += &line;
         }
     }
 
-    /// Reads the rest of the log on a thread, so the server never blocks
-    /// on a full pipe; join it after the server has ended.
-    pub fn log_reader(&mut self) -> std::thread::JoinHandle<String> {
-        let mut stderr = self.stderr.take().expect("the log is read once");
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-            rest
-        })
+    /// Kills the server and returns all it logged.
+    pub fn kill_and_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.rest_of_stderr();
+        std::mem::take(&mut self.log)
     }
 
-    fn stderr(&mut self) -> &mut BufReader<std::process::ChildStderr> {
-        self.stderr.as_mut().expect("the log went to log_reader")
-    }
-
+    /// The rest of the log, up to the server's exit (call after signalling
+    /// it to stop).
     pub fn rest_of_stderr(&mut self) -> String {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(self.stderr(), &mut rest);
-        rest
+        let mut rest = Vec::new();
+        while let Some(line) = self.next_line() {
+            rest.push(line);
+        }
+        rest.join("\n")
     }
 }
 
