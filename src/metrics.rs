@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::context::{ListenerCtx, LogLimiter, Shared};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
 use crate::listener::accept_next;
 use crate::stats::{LATENCY_BUCKETS, Snapshot};
 
@@ -30,6 +33,19 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// However busy, a connection is closed after this long; scrapers simply
 /// connect again, and an idle keep-alive connection cannot hold its place.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Binds and registers the metrics listener, if one is asked for.
+pub async fn bind(endpoint: Option<&Endpoint>) -> Result<Option<(SocketAddr, TcpListener)>, Error> {
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let (addr, listener) = crate::listener::bind::bind_tcp(endpoint).await?;
+    let listener = TcpListener::from_std(listener).map_err(|reason| Error::Listen {
+        endpoint: endpoint.to_string(),
+        reason,
+    })?;
+    Ok(Some((addr, listener)))
+}
 
 /// Serves HTTP until the server's tasks are aborted (after the drain), so
 /// that /readyz answers 503 while connections drain.

@@ -96,14 +96,14 @@ impl Server {
         }
         let mut bound = BoundSet::default();
         let copies = runtimes.len().max(1);
-        let metrics_listener = match bound.bind_all(inherited, &endpoints, copies).await {
-            Ok(()) => match &options.metrics {
-                Some(endpoint) => listener::bind::bind_tcp(endpoint).await.map(Some),
-                None => Ok(None),
-            },
+        // All or nothing: the metrics listener too is bound (and registered)
+        // before anything is spawned, and a failure removes the socket
+        // files already made.
+        let bound_all = match bound.bind_all(inherited, &endpoints, copies).await {
+            Ok(()) => metrics::bind(options.metrics.as_ref()).await,
             Err(e) => Err(e),
         };
-        let metrics_listener = match metrics_listener {
+        let metrics_listener = match bound_all {
             Ok(metrics) => metrics,
             Err(e) => {
                 remove_files(&bound.socket_files);
@@ -146,24 +146,11 @@ impl Server {
         // Its own tracker: /metrics keeps answering (503 on /readyz) while
         // the connections drain, and stops after them.
         let helpers = TaskTracker::new();
-        let metrics = match metrics_listener {
-            Some((addr, std_listener)) => {
-                tracing::info!("metrics on http://{addr}/metrics");
-                let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(listener) => listener,
-                    Err(reason) => {
-                        remove_files(&bound.socket_files);
-                        return Err(Error::Listen {
-                            endpoint: format!("tcp://{addr}"),
-                            reason,
-                        });
-                    }
-                };
-                helpers.spawn(metrics::serve(listener, shared.clone(), helpers.clone()));
-                Some(addr)
-            }
-            None => None,
-        };
+        let metrics = metrics_listener.map(|(addr, listener)| {
+            tracing::info!("metrics on http://{addr}/metrics");
+            helpers.spawn(metrics::serve(listener, shared.clone(), helpers.clone()));
+            addr
+        });
         Ok(ServerHandle {
             listeners: listening,
             shared,

@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+/// `64KiB` -> (`64`, `KiB`); `1.5` -> (`1.5`, `default_unit`).
+fn number_and_unit<'a>(s: &'a str, default_unit: &'a str) -> (&'a str, &'a str) {
+    match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => s.split_at(at),
+        None => (s, default_unit),
+    }
+}
+
 /// Parses `5s`, `250ms`, `2m` or plain seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => s.split_at(at),
-        None => (s, "s"),
-    };
+    let (number, unit) = number_and_unit(s, "s");
     let value: f64 = number
         .trim()
         .parse()
@@ -41,10 +46,7 @@ pub fn show_duration(d: Duration) -> String {
 /// Parses `65536`, `64KiB`, `1MiB`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => s.split_at(at),
-        None => (s, ""),
-    };
+    let (number, unit) = number_and_unit(s, "");
     let value: usize = number
         .trim()
         .parse()
