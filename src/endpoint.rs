@@ -37,12 +37,20 @@ impl Transport {
         }
     }
 
+    /// Every transport named, so that a new one is decided on, not
+    /// silently taken for a stream or a datagram socket.
     pub fn is_datagram(self) -> bool {
-        matches!(self, Transport::Udp | Transport::UnixGram)
+        match self {
+            Transport::Udp | Transport::UnixGram => true,
+            Transport::Tcp | Transport::Unix => false,
+        }
     }
 
     pub fn is_inet(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Udp)
+        match self {
+            Transport::Tcp | Transport::Udp => true,
+            Transport::Unix | Transport::UnixGram => false,
+        }
     }
 }
 

@@ -154,28 +154,29 @@ async fn bind_inner(endpoint: &Endpoint, copies: usize) -> io::Result<Vec<Bound>
 }
 
 fn bind_local(endpoint: &Endpoint) -> io::Result<(BoundSocket, LocalAddr)> {
-    Ok(match (&endpoint.address, endpoint.transport) {
+    let datagram = endpoint.transport.is_datagram();
+    Ok(match (&endpoint.address, datagram) {
         (Address::Inet { .. }, _) => {
             return Err(io::Error::other("an IP address is not a Unix socket"));
         }
-        (Address::Path(path), Transport::Unix) => {
+        (Address::Path(path), false) => {
             clear_stale_socket_file(path, Transport::Unix)?;
             let listener = std_unix::UnixListener::bind(path)?;
             listener.set_nonblocking(true)?;
             (BoundSocket::Unix(listener), LocalAddr::Path(path.clone()))
         }
-        (Address::Path(path), _) => {
+        (Address::Path(path), true) => {
             clear_stale_socket_file(path, Transport::UnixGram)?;
             let socket = std_unix::UnixDatagram::bind(path)?;
             socket.set_nonblocking(true)?;
             (BoundSocket::UnixGram(socket), LocalAddr::Path(path.clone()))
         }
-        (Address::Abstract(name), Transport::Unix) => {
+        (Address::Abstract(name), false) => {
             let std = std_unix::UnixListener::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
             std.set_nonblocking(true)?;
             (BoundSocket::Unix(std), LocalAddr::Abstract(name.clone()))
         }
-        (Address::Abstract(name), _) => {
+        (Address::Abstract(name), true) => {
             let std = std_unix::UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
             std.set_nonblocking(true)?;
             (
@@ -237,15 +238,16 @@ fn bind_inet_copies(
 }
 
 fn inet_socket(addr: SocketAddr, transport: Transport, reuse_port: bool) -> io::Result<Socket> {
-    let (kind, protocol) = match transport {
-        Transport::Tcp => (Type::STREAM, Protocol::TCP),
-        _ => (Type::DGRAM, Protocol::UDP),
+    let (kind, protocol) = if transport.is_datagram() {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
     };
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }
-    if transport == Transport::Tcp {
+    if !transport.is_datagram() {
         // Lets a restarted server bind while old connections sit in
         // TIME_WAIT. Not for UDP, where it would let two servers share a port.
         socket.set_reuse_address(true)?;
@@ -265,11 +267,11 @@ fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {
 
 fn into_bound(socket: Socket, transport: Transport) -> io::Result<(BoundSocket, LocalAddr)> {
     let local = bound_addr(&socket)?;
-    let bound = if transport == Transport::Tcp {
+    let bound = if transport.is_datagram() {
+        BoundSocket::Udp(socket.into())
+    } else {
         socket.listen(ACCEPT_BACKLOG)?;
         BoundSocket::Tcp(socket.into())
-    } else {
-        BoundSocket::Udp(socket.into())
     };
     Ok((bound, LocalAddr::Inet(local)))
 }
@@ -285,9 +287,10 @@ fn clear_stale_socket_file(path: &Path, transport: Transport) -> io::Result<()> 
     if !meta.file_type().is_socket() {
         return Err(io::Error::from(io::ErrorKind::AddrInUse));
     }
-    let probe = match transport {
-        Transport::Unix => std_unix::UnixStream::connect(path).map(drop),
-        _ => std_unix::UnixDatagram::unbound().and_then(|s| s.connect(path)),
+    let probe = if transport.is_datagram() {
+        std_unix::UnixDatagram::unbound().and_then(|s| s.connect(path))
+    } else {
+        std_unix::UnixStream::connect(path).map(drop)
     };
     match probe {
         Ok(()) => Err(io::Error::from(io::ErrorKind::AddrInUse)),
