@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, UnixDatagram, UnixListener};
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 pub use accept::accept_next;
@@ -23,7 +24,7 @@ use crate::limits::Refusal;
 use crate::service::stamp::Origin;
 use crate::stats::Stats;
 use crate::stream::{self, ConnectionLog, Handover};
-use crate::transport::{Accept, ByteStream};
+use crate::transport::{Accept, ByteStream, Plain, Upgrade, Upgraded};
 
 /// Serves one bound socket until shutdown.
 pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker: TaskTracker) {
@@ -36,8 +37,8 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
     };
     // Registering joins the I/O driver of the runtime this task runs on.
     match registered {
-        Ok(Serving::Tcp(l)) => accept_loop(l, proxy, ctx, shared, tracker).await,
-        Ok(Serving::Unix(l)) => accept_loop(l, proxy, ctx, shared, tracker).await,
+        Ok(Serving::Tcp(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
+        Ok(Serving::Unix(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::UnixGram(s)) => datagram::serve_unixgram(s, ctx, shared).await,
         Err(e) => tracing::error!("cannot serve {}: {e}", b.endpoint),
     }
@@ -50,8 +51,12 @@ enum Serving {
     UnixGram(UnixDatagram),
 }
 
-async fn accept_loop<L: Accept>(
+/// Accepts until shutdown; each connection goes to a task of its own,
+/// which reads its PROXY header, passes admission, upgrades (the TLS
+/// handshake) and is served.
+async fn accept_loop<L: Accept, U: Upgrade<L::Stream>>(
     listener: L,
+    upgrade: U,
     proxy: bool,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
@@ -65,15 +70,17 @@ async fn accept_loop<L: Accept>(
                 Stats::add(&shared.stats.local().proxy_rejected_untrusted, 1);
                 continue;
             }
+            let upgrade = upgrade.clone();
             tracker.spawn(proxy::serve_proxied(
                 sock,
                 peer,
+                upgrade,
                 ctx.clone(),
                 shared.clone(),
             ));
             continue;
         }
-        if let Some(connection) = admit(sock, peer, Vec::new(), &ctx, &shared) {
+        if let Some(connection) = admit(sock, &upgrade, peer, Vec::new(), &ctx, &shared) {
             tracker.spawn(connection);
         }
     }
@@ -82,8 +89,9 @@ async fn accept_loop<L: Accept>(
 /// Admission by the client's address: the connection to serve, or None
 /// when a limit refuses it. A refused connection is closed at once, which
 /// tells the client now instead of leaving it in the backlog to time out.
-fn admit<S: ByteStream>(
+fn admit<S: ByteStream, U: Upgrade<S>>(
     sock: S,
+    upgrade: &U,
     peer: Option<SocketAddr>,
     early_input: Vec<u8>,
     listener: &Arc<ListenerCtx>,
@@ -114,12 +122,17 @@ fn admit<S: ByteStream>(
             })
         }),
     };
-    Some(stream::serve(
-        sock,
-        listener.clone(),
-        shared.clone(),
-        handover,
-    ))
+    let (listener, shared) = (listener.clone(), shared.clone());
+    Some(match upgrade.upgrade(sock) {
+        Upgraded::Ready(stream) => Either::Left(stream::serve(stream, listener, shared, handover)),
+        Upgraded::Handshake(handshake) => Either::Right(Box::pin(async move {
+            match handshake.await {
+                Ok(stream) => stream::serve(stream, listener, shared, handover).await,
+                // Its admission is given back with the handover.
+                Err(e) => tracing::debug!("handshake failed: {e}"),
+            }
+        })),
+    })
 }
 
 /// What a reply template may say about a connection; only built when the
@@ -158,10 +171,60 @@ mod tests {
             .unwrap();
         let shared = Arc::new(Shared::for_tests(Options::default()));
         let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp));
-        let fut = admit(sock, None, Vec::new(), &ctx, &shared).unwrap();
+        let fut = admit(sock, &Plain, None, Vec::new(), &ctx, &shared).unwrap();
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection future: {size} bytes");
         assert!(size <= 700, "connection future grew to {size} bytes");
+    }
+
+    /// A transport with a handshake, as TLS is: the stream is served once
+    /// its greeting has come.
+    #[derive(Clone)]
+    struct Greeted;
+
+    impl Upgrade<tokio::io::DuplexStream> for Greeted {
+        type Stream = tokio::io::DuplexStream;
+
+        fn upgrade(&self, mut accepted: tokio::io::DuplexStream) -> Upgraded<Self::Stream> {
+            Upgraded::Handshake(Box::pin(async move {
+                let mut hello = [0; 6];
+                accepted.read_exact(&mut hello).await?;
+                if &hello != b"HELLO\n" {
+                    return Err(std::io::Error::other("no greeting"));
+                }
+                Ok(accepted)
+            }))
+        }
+    }
+
+    /// What the connection's task does with a handshake: serves the
+    /// upgraded stream after it, or closes and gives the place back.
+    #[tokio::test]
+    async fn a_handshake_runs_in_the_connection_task_before_it_is_served() {
+        let shared = Arc::new(Shared::for_tests(Options::default()));
+        let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Echo));
+        let deadline = std::time::Duration::from_secs(10);
+        for (sent, expected) in [
+            (&b"HELLO\nping\n"[..], &b"ping\n"[..]),
+            (b"WRONG!ping\n", b""),
+        ] {
+            let (mut client, server) = tokio::io::duplex(64);
+            let connection = admit(server, &Greeted, None, Vec::new(), &ctx, &shared).unwrap();
+            let served = tokio::spawn(connection);
+            client.write_all(sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut reply = Vec::new();
+            tokio::time::timeout(deadline, client.read_to_end(&mut reply))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(reply, expected);
+            tokio::time::timeout(deadline, served)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(shared.gate.open(), 0);
+        }
     }
 
     /// The same code that serves a TCP connection serves an in-memory
@@ -171,7 +234,7 @@ mod tests {
         let shared = Arc::new(Shared::for_tests(Options::default()));
         let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp));
         let (client, server) = tokio::io::duplex(64);
-        let connection = admit(server, None, b"early\n".to_vec(), &ctx, &shared).unwrap();
+        let connection = admit(server, &Plain, None, b"early\n".to_vec(), &ctx, &shared).unwrap();
         let served = tokio::spawn(connection);
         let (mut read, mut write) = tokio::io::split(client);
         write.write_all(b"hello\r\nworld\n").await.unwrap();

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use crate::context::{ListenerCtx, Shared};
 use crate::proxy_protocol::{self, Header, Parsed};
 use crate::stats::Stats;
-use crate::transport::ByteStream;
+use crate::transport::{ByteStream, Upgrade};
 
 /// How long a PROXY protocol header may take to arrive.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,9 +29,10 @@ pub fn is_trusted(shared: &Shared, ip: IpAddr) -> bool {
 
 /// A connection from a trusted load balancer: its header read, then served
 /// as the client it names.
-pub async fn serve_proxied<S: ByteStream>(
+pub async fn serve_proxied<S: ByteStream, U: Upgrade<S>>(
     mut sock: S,
     peer: Option<SocketAddr>,
+    upgrade: U,
     listener: Arc<ListenerCtx>,
     shared: Arc<Shared>,
 ) {
@@ -49,7 +50,8 @@ pub async fn serve_proxied<S: ByteStream>(
             return;
         }
     };
-    if let Some(connection) = super::admit(sock, client, early_input, &listener, &shared) {
+    if let Some(connection) = super::admit(sock, &upgrade, client, early_input, &listener, &shared)
+    {
         connection.await;
     }
 }

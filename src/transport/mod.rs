@@ -1,7 +1,8 @@
-//! Byte streams the connection core can drive, and the listeners that
-//! produce them: TCP and Unix today. A new transport (TLS) is one file
-//! here that implements these two traits, and one match arm where the
-//! server picks a listener's accept loop.
+//! Byte streams the connection core can drive, the listeners that produce
+//! them, and the step that turns an accepted stream into the one served:
+//! TCP and Unix today, served as accepted. A new transport (TLS) is one
+//! file here implementing these traits (its `Upgrade` is the handshake)
+//! and one match arm where `listener::serve` picks the accept loop.
 
 pub mod tcp;
 pub mod unix;
@@ -9,6 +10,7 @@ pub mod unix;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -39,4 +41,33 @@ pub trait Accept: Send + Sync + 'static {
     fn accept_one(
         &self,
     ) -> impl Future<Output = io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
+}
+
+/// Turns an accepted stream into the one served, after its PROXY header
+/// was read and it was admitted: at once (plain sockets), or after a
+/// handshake (TLS) that runs in the connection's own task, so that a slow
+/// client holds only itself.
+pub trait Upgrade<S: ByteStream>: Clone + Send + Sync + 'static {
+    type Stream: ByteStream;
+    fn upgrade(&self, accepted: S) -> Upgraded<Self::Stream>;
+}
+
+/// The stream to serve, or the handshake that yields it. Boxed, so that
+/// plain connections, which never wait, do not carry a handshake's state
+/// in their (idle) memory.
+pub enum Upgraded<T> {
+    Ready(T),
+    Handshake(Pin<Box<dyn Future<Output = io::Result<T>> + Send>>),
+}
+
+/// Plain sockets are served as accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain;
+
+impl<S: ByteStream> Upgrade<S> for Plain {
+    type Stream = S;
+
+    fn upgrade(&self, accepted: S) -> Upgraded<S> {
+        Upgraded::Ready(accepted)
+    }
 }
