@@ -64,9 +64,14 @@ impl Responder {
     ) -> (usize, u64) {
         match self {
             Responder::Lines { max_line } => {
-                answer_lines(input, max_line, at_eof, now, stamp, out, budget)
+                let lines = Lines::new(input, max_line, at_eof);
+                stamp_each(lines, now, stamp, out, budget)
             }
-            Responder::Raw { chunk } => answer_chunks(input, chunk, now, stamp, out, budget),
+            // One reply per read of up to `chunk` bytes (reads are limited
+            // to it, see read_limit), as the textbook server does.
+            Responder::Raw { chunk } => {
+                stamp_each(input.chunks(chunk.max(1)), now, stamp, out, budget)
+            }
             // Echo has no messages to count: bytes go back as they come.
             Responder::Echo => (echo::answer(input, out, budget), 0),
             Responder::Discard => (discard::answer(input), 0),
@@ -83,45 +88,24 @@ impl Responder {
     }
 }
 
-/// Stream input cut into lines (longer ones into `max_line` pieces), one
-/// reply each, until the input runs out of complete lines or `out` reaches
-/// `budget`. Returns the bytes used and the replies written.
-fn answer_lines(
-    input: &[u8],
-    max_line: usize,
-    at_eof: bool,
+/// Stamps each message in turn until they run out or `out` holds `budget`
+/// bytes; returns the bytes used and the replies written. The messages
+/// are consecutive pieces of the input, so what was used is their sum.
+fn stamp_each<'a>(
+    messages: impl Iterator<Item = &'a [u8]>,
     now: SystemTime,
     stamp: &mut StampWriter,
     out: &mut Vec<u8>,
     budget: usize,
 ) -> (usize, u64) {
-    let mut lines = Lines::new(input, max_line, at_eof);
-    let mut replies = 0;
-    while out.len() < budget {
-        let Some(line) = lines.next() else { break };
-        stamp.write(now, line, out);
+    let (mut used, mut replies) = (0, 0);
+    for message in messages {
+        if out.len() >= budget {
+            break;
+        }
+        stamp.write(now, message, out);
+        used += message.len();
         replies += 1;
-    }
-    (input.len() - lines.remainder().len(), replies)
-}
-
-/// Stream input cut into pieces of at most `chunk` bytes (the textbook
-/// server's one reply per read), within the output budget.
-fn answer_chunks(
-    input: &[u8],
-    chunk: usize,
-    now: SystemTime,
-    stamp: &mut StampWriter,
-    out: &mut Vec<u8>,
-    budget: usize,
-) -> (usize, u64) {
-    let mut used = 0;
-    let mut replies = 0;
-    while used < input.len() && out.len() < budget {
-        let piece = &input[used..input.len().min(used + chunk.max(1))];
-        stamp.write(now, piece, out);
-        replies += 1;
-        used += piece.len();
     }
     (used, replies)
 }
@@ -216,6 +200,36 @@ mod tests {
         let (got, rest) = lines(input, 64, false);
         assert_eq!(got, [&b"\0\xff\xfe\n"[..]]);
         assert_eq!(rest, b"\x80");
+    }
+
+    fn stamp() -> StampWriter {
+        let style = crate::clock::TimeStyle {
+            format: crate::clock::TimeFormat::Unix,
+            utc: true,
+        };
+        StampWriter::new(
+            crate::clock::Stamper::new(std::sync::Arc::new(style)),
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn raw_framing_answers_each_chunk_and_stops_at_the_budget() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(7);
+        let raw = Responder::Raw { chunk: 3 };
+        let mut out = Vec::new();
+        assert_eq!(
+            raw.answer(b"abcdefg", false, now, &mut stamp(), &mut out, 1 << 20),
+            (7, 3)
+        );
+        assert_eq!(out, b"[7] abc[7] def[7] g");
+        let mut out = Vec::new();
+        assert_eq!(
+            raw.answer(b"abcdefg", false, now, &mut stamp(), &mut out, 8),
+            (6, 2)
+        );
+        assert_eq!(raw.read_limit(16 * 1024), 3);
     }
 
     #[test]
