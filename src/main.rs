@@ -103,13 +103,14 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<i32> {
         path.as_os_str(),
     ])?;
     let args = cli::serve::Args::from_arg_matches(&matches)?;
-    let (settings, from_file) = args.settings()?;
-    let from_env = args.overrides.keys();
+    let (settings, sources) = args.settings()?;
     let mut out = std::io::stdout().lock();
     for (key, values) in settings.describe() {
-        let source = if from_env.contains(&key) {
+        // check-config reads no flags: what is not the file's is the
+        // environment's.
+        let source = if sources.flags.contains(&key) {
             "environment"
-        } else if from_file.iter().any(|k| k == key) {
+        } else if sources.file.iter().any(|k| k == key) {
             "config file"
         } else {
             "default"

@@ -20,17 +20,24 @@ pub struct Args {
     pub overrides: Overrides,
 }
 
+/// Where the settings in effect came from, by key.
+pub struct Sources {
+    pub file: Vec<String>,
+    /// The command line or the environment.
+    pub flags: Vec<&'static str>,
+}
+
 impl Args {
     /// The settings in effect: defaults, then the file, then the
-    /// environment and the command line. Also the keys the file set.
-    pub fn settings(&self) -> Result<(Settings, Vec<String>), Error> {
-        let (mut settings, from_file) = match &self.config {
+    /// environment and the command line.
+    pub fn settings(&self) -> Result<(Settings, Sources), Error> {
+        let (mut settings, file) = match &self.config {
             Some(path) => tsecho::settings::load(path)?,
             None => (Settings::default(), Vec::new()),
         };
-        self.overrides.apply(&mut settings)?;
+        let flags = self.overrides.apply(&mut settings)?;
         endpoints(&settings)?;
-        Ok((settings, from_file))
+        Ok((settings, Sources { file, flags }))
     }
 }
 

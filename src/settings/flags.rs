@@ -204,19 +204,10 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// The keys this sets, as the config file names them.
-    pub fn keys(&self) -> Vec<&'static str> {
-        let mut unused = Settings::default();
-        self.clone_onto(&mut unused).unwrap_or_default()
-    }
-
-    /// Lays every value given over `settings`. Listener URLs are parsed
-    /// here, so that a bad one reads as every endpoint error does.
-    pub fn apply(&self, settings: &mut Settings) -> Result<(), Error> {
-        self.clone_onto(settings).map(drop)
-    }
-
-    fn clone_onto(&self, s: &mut Settings) -> Result<Vec<&'static str>, Error> {
+    /// Lays every value given over `s`, and returns their keys as the
+    /// config file names them (for `check-config`). Listener URLs are
+    /// parsed here, so that a bad one reads as every endpoint error does.
+    pub fn apply(&self, s: &mut Settings) -> Result<Vec<&'static str>, Error> {
         let mut set = Vec::new();
         macro_rules! over {
             ($($field:ident => $key:literal),* $(,)?) => {
