@@ -17,6 +17,12 @@ use crate::service::stamp::Template;
 #[derive(Debug, Clone)]
 pub struct Networks(Vec<IpNet>);
 
+impl From<Networks> for Vec<IpNet> {
+    fn from(Networks(nets): Networks) -> Self {
+        nets
+    }
+}
+
 fn networks(s: &str) -> Result<Networks, String> {
     parse_networks(s).map(Networks)
 }
@@ -209,6 +215,8 @@ impl Overrides {
     /// parsed here, so that a bad one reads as every endpoint error does.
     pub fn apply(&self, s: &mut Settings) -> Result<Vec<&'static str>, Error> {
         let mut set = Vec::new();
+        // Each given value into its setting (an optional setting takes
+        // `Some`, a list of networks its addresses, through `Into`).
         macro_rules! over {
             ($($field:ident => $key:literal),* $(,)?) => {
                 $(if let Some(value) = &self.$field {
@@ -232,33 +240,16 @@ impl Overrides {
         over! {
             inetd => "inetd", inetd_base => "inetd-base", format => "format", utc => "utc",
             framing => "framing", max_line => "max-line", chunk => "chunk",
-            drain_timeout => "drain-timeout", log_connections => "log-connections",
+            drain_timeout => "drain-timeout", reply_template => "reply-template",
+            instance => "instance", proxy_trusted => "proxy-trusted",
+            log_connections => "log-connections", threads => "threads",
             output_budget => "output-budget", write_timeout => "write-timeout",
             idle_timeout => "idle-timeout", line_timeout => "line-timeout",
+            max_connections => "max-connections",
             max_connections_per_ip => "max-connections-per-ip", udp_rate => "udp-rate",
             udp_burst => "udp-burst", udp_global_rate => "udp-global-rate",
             udp_slip => "udp-slip", udp_byte_factor => "udp-byte-factor",
-            udp_byte_allowance => "udp-byte-allowance",
-        }
-        macro_rules! over_optional {
-            ($($field:ident => $key:literal),* $(,)?) => {
-                $(if let Some(value) = &self.$field {
-                    s.$field = Some(value.clone());
-                    set.push($key);
-                })*
-            };
-        }
-        over_optional! {
-            reply_template => "reply-template", instance => "instance",
-            threads => "threads", max_connections => "max-connections",
-        }
-        if let Some(Networks(nets)) = &self.proxy_trusted {
-            s.proxy_trusted = nets.clone();
-            set.push("proxy-trusted");
-        }
-        if let Some(Networks(nets)) = &self.limit_exempt {
-            s.limit_exempt = nets.clone();
-            set.push("limit-exempt");
+            udp_byte_allowance => "udp-byte-allowance", limit_exempt => "limit-exempt",
         }
         Ok(set)
     }
@@ -322,4 +313,50 @@ fn check_value(arg: &Arg, long: &str, value: &str) -> Result<(), String> {
             why.unwrap_or(first.trim_start_matches("error: "))
                 .to_string()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        overrides: Overrides,
+    }
+
+    /// Every flag, given a value, lands in its setting: a field added to
+    /// Overrides and forgotten in `apply` fails here.
+    #[test]
+    fn every_flag_is_laid_over_its_setting() {
+        let examples = [
+            ("listen", "tcp://:7"),
+            ("reply-template", "{time} {msg}"),
+            ("instance", "a"),
+            ("metrics", "tcp://127.0.0.1:0"),
+            ("threads", "2"),
+            ("max-connections", "5"),
+        ];
+        let mut described = Settings::default().describe();
+        // The log settings are global flags of the binary, not serve's.
+        described.retain(|(key, _)| !matches!(*key, "log-level" | "log-format"));
+        let mut args = vec!["probe".to_string()];
+        for (key, values) in &described {
+            let value = match examples.iter().find(|(k, _)| k == key) {
+                Some((_, example)) => example.to_string(),
+                None => values.join(","),
+            };
+            args.push(format!("--{key}={value}"));
+        }
+        let probe = Probe::try_parse_from(&args).unwrap();
+        let mut settings = Settings::default();
+        let mut set = probe.overrides.apply(&mut settings).unwrap();
+        let mut all: Vec<&str> = described.iter().map(|(key, _)| *key).collect();
+        set.sort();
+        all.sort();
+        assert_eq!(set, all);
+        assert_eq!(settings.threads, Some(2));
+        assert_eq!(settings.instance.as_deref(), Some("a"));
+    }
 }
