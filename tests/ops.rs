@@ -24,6 +24,32 @@ fn curl(url: &str) -> (u16, String) {
     (code.parse().unwrap(), body.to_string())
 }
 
+/// A TOML file in the temp directory, removed when dropped (a failing
+/// test included).
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(name: &str, text: &str) -> Self {
+        let file = ConfigFile(socket_path(name).with_extension("toml"));
+        file.write(text);
+        file
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn metric(body: &str, name: &str) -> u64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
@@ -326,13 +352,11 @@ fn first_reply(server: &ServeProcess) -> String {
 /// overrides the file and a flag overrides both.
 #[test]
 fn config_file_with_env_and_flag_precedence() {
-    let path = socket_path("config").with_extension("toml");
-    std::fs::write(
-        &path,
+    let file = ConfigFile::new(
+        "config",
         "listen = [\"tcp://127.0.0.1:0\"]\nformat = \"unix\"\nutc = true\n",
-    )
-    .unwrap();
-    let config = path.to_str().unwrap();
+    );
+    let config = file.path();
 
     let from_file = ServeProcess::start(&["--config", config], 1);
     let reply = first_reply(&from_file);
@@ -362,31 +386,28 @@ fn config_file_with_env_and_flag_precedence() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("format = \"unix\"  # config file"), "{text}");
     assert!(text.contains("utc = \"true\"  # config file"), "{text}");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
 fn config_errors_name_the_file_and_line() {
-    let path = socket_path("bad-config").with_extension("toml");
-    std::fs::write(
-        &path,
+    let file = ConfigFile::new(
+        "bad-config",
         "listen = [\"tcp://127.0.0.1:0\"]\n\nmax-line = \"lots\"\n",
-    )
-    .unwrap();
+    );
     let out = Command::new(tsecho_bin())
-        .args(["check-config", path.to_str().unwrap()])
+        .args(["check-config", file.path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains(&format!("{}:3: max-line", path.display())),
+        stderr.contains(&format!("{}:3: max-line", file.path())),
         "{stderr}"
     );
 
-    std::fs::write(&path, "listen = [\"tcp://127.0.0.1:0\"]\nnot-a-flag = 1\n").unwrap();
+    file.write("listen = [\"tcp://127.0.0.1:0\"]\nnot-a-flag = 1\n");
     let out = Command::new(tsecho_bin())
-        .args(["serve", "--config", path.to_str().unwrap()])
+        .args(["serve", "--config", file.path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -395,7 +416,6 @@ fn config_errors_name_the_file_and_line() {
         stderr.contains(":2: unknown setting \"not-a-flag\""),
         "{stderr}"
     );
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -478,13 +498,11 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 /// from: the variable, or the file and line.
 #[test]
 fn settings_errors_are_one_line_naming_their_source() {
-    let good = socket_path("good-config").with_extension("toml");
-    std::fs::write(
-        &good,
+    let good_file = ConfigFile::new(
+        "good-config",
         "listen = [\"tcp://127.0.0.1:0\"]\nlog-level = \"debug\"\nlog-format = \"json\"\n",
-    )
-    .unwrap();
-    let good = good.to_str().unwrap();
+    );
+    let good = good_file.path();
     let (code, stdout, stderr) = run_with_env(&["check-config", good], &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -508,16 +526,13 @@ fn settings_errors_are_one_line_naming_their_source() {
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("at least 1"), "{stderr}");
 
-    let bad = socket_path("bad-listen").with_extension("toml");
-    std::fs::write(&bad, "# listeners\nlisten = 21680\n").unwrap();
-    let (code, _, stderr) = run_with_env(&["check-config", bad.to_str().unwrap()], &[]);
+    let bad = ConfigFile::new("bad-listen", "# listeners\nlisten = 21680\n");
+    let (code, _, stderr) = run_with_env(&["check-config", bad.path()], &[]);
     assert_eq!(code, 64, "{stderr}");
     assert!(
-        stderr.starts_with(&format!("tsecho: {}:2: listen: ", bad.display())),
+        stderr.starts_with(&format!("tsecho: {}:2: listen: ", bad.path())),
         "{stderr}"
     );
-    let _ = std::fs::remove_file(good);
-    let _ = std::fs::remove_file(bad);
 }
 
 /// A PROXY listener with nobody trusted would refuse everyone: say so.
