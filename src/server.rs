@@ -94,6 +94,7 @@ impl Server {
         if endpoints.is_empty() && inherited.is_empty() {
             return Err(Error::Usage("no listener given".into()));
         }
+        warn_about_untrusted_proxy_listeners(&endpoints, &options);
         let mut bound = BoundSet::default();
         let copies = runtimes.len().max(1);
         // All or nothing: the metrics listener too is bound (and registered)
@@ -217,6 +218,19 @@ impl BoundSet {
                 ))
             })
             .collect()
+    }
+}
+
+/// A PROXY listener refuses every peer not in `proxy_trusted`: with none
+/// trusted it refuses everyone, which deserves a word at start.
+fn warn_about_untrusted_proxy_listeners(endpoints: &[Endpoint], options: &Options) {
+    if !options.proxy_trusted.is_empty() {
+        return;
+    }
+    for endpoint in endpoints.iter().filter(|e| e.proxy) {
+        tracing::warn!(
+            "{endpoint} expects PROXY headers but --proxy-trusted is empty: every connection to it will be closed"
+        );
     }
 }
 

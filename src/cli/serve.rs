@@ -107,7 +107,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         // systemd's sockets replace the defaults, as --listen would.
         endpoints.clear();
     }
-    warn_about_untrusted_proxy_listeners(&settings, &endpoints);
     let mut options = settings.options();
     options.limits.max_connections = max_connections(&settings);
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -139,19 +138,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-/// A PROXY listener refuses every peer not in --proxy-trusted: with none
-/// trusted it refuses everyone, which deserves a word at start.
-fn warn_about_untrusted_proxy_listeners(settings: &Settings, endpoints: &[Endpoint]) {
-    if !settings.proxy_trusted.is_empty() {
-        return;
-    }
-    for endpoint in endpoints.iter().filter(|e| e.proxy) {
-        tracing::warn!(
-            "{endpoint} expects PROXY headers but --proxy-trusted is empty: every connection to it will be closed"
-        );
-    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now, before any listener is
