@@ -3,7 +3,7 @@
 
 mod cli;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -92,42 +92,6 @@ fn is_bad_value(e: &clap::Error) -> bool {
     matches!(e.kind(), InvalidValue | ValueValidation)
 }
 
-/// `tsecho check-config FILE`: whether `tsecho serve --config FILE` would
-/// start, and every setting it would run with and where it came from.
-fn check_config(path: &std::path::Path) -> anyhow::Result<i32> {
-    let serve = serve_command();
-    tsecho::settings::check_environment(&serve)?;
-    let matches = serve.try_get_matches_from([
-        std::ffi::OsStr::new("serve"),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ])?;
-    let args = cli::serve::Args::from_arg_matches(&matches)?;
-    let (settings, sources) = args.settings()?;
-    let mut out = std::io::stdout().lock();
-    for (key, values) in settings.describe() {
-        // check-config reads no flags: what is not the file's is the
-        // environment's.
-        let source = if sources.flags.contains(&key) {
-            "environment"
-        } else if sources.file.iter().any(|k| k == key) {
-            "config file"
-        } else {
-            "default"
-        };
-        let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
-        let shown = match quoted.len() {
-            0 => "(none)".to_string(),
-            1 => quoted[0].clone(),
-            _ => format!("[{}]", quoted.join(", ")),
-        };
-        // A closed pipe (| head) is not an error worth a panic.
-        let _ = writeln!(out, "{key} = {shown}  # {source}");
-    }
-    let _ = writeln!(out, "# {}: OK", path.display());
-    Ok(0)
-}
-
 fn main() -> ExitCode {
     let cli = match parse_command_line() {
         Ok(cli) => cli,
@@ -169,7 +133,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command(), "tsecho", &mut std::io::stdout());
             Ok(0)
         }
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file } => cli::check_config::run(serve_command(), &file),
         Command::Man => clap_mangen::Man::new(command())
             .render(&mut std::io::stdout())
             .map(|()| 0)

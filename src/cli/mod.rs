@@ -2,6 +2,7 @@
 //! arguments next to the function that runs it.
 
 pub mod bench;
+pub mod check_config;
 pub mod client;
 pub mod ping;
 pub mod serve;

@@ -1,0 +1,41 @@
+//! `tsecho check-config FILE`: settings checked in advance, printed with their sources.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::FromArgMatches;
+
+/// `tsecho check-config FILE`: whether `tsecho serve --config FILE` would
+/// start, and every setting it would run with and where it came from.
+pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
+    tsecho::settings::check_environment(&serve)?;
+    let matches = serve.try_get_matches_from([
+        std::ffi::OsStr::new("serve"),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ])?;
+    let args = super::serve::Args::from_arg_matches(&matches)?;
+    let (settings, sources) = args.settings()?;
+    let mut out = std::io::stdout().lock();
+    for (key, values) in settings.describe() {
+        // check-config reads no flags: what is not the file's is the
+        // environment's.
+        let source = if sources.flags.contains(&key) {
+            "environment"
+        } else if sources.file.iter().any(|k| k == key) {
+            "config file"
+        } else {
+            "default"
+        };
+        let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        let shown = match quoted.len() {
+            0 => "(none)".to_string(),
+            1 => quoted[0].clone(),
+            _ => format!("[{}]", quoted.join(", ")),
+        };
+        // A closed pipe (| head) is not an error worth a panic.
+        let _ = writeln!(out, "{key} = {shown}  # {source}");
+    }
+    let _ = writeln!(out, "# {}: OK", path.display());
+    Ok(0)
+}
