@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::TimeStyle;
@@ -16,6 +17,8 @@ use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
 use crate::settings::Options;
 use crate::stats::{ListenerStats, Stats};
+use crate::tls::ServerTls;
+use crate::tls::counters::TlsCounters;
 
 /// State every task of one server shares.
 pub struct Shared {
@@ -35,6 +38,10 @@ pub struct Shared {
     pub host: Arc<str>,
     /// One per listener, in the order they were given.
     pub listeners: Vec<Arc<ListenerCtx>>,
+    /// The certificates of tls:// listeners, if there is one.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Places for TLS handshakes in progress, over every listener.
+    pub tls_handshakes: Arc<Semaphore>,
     /// UDP sockets whose threads block in a receive, to wake on shutdown.
     udp_sockets: Mutex<Vec<Arc<std::net::UdpSocket>>>,
 }
@@ -45,8 +52,12 @@ impl Shared {
         host: Arc<str>,
         reflector_ports: Vec<u16>,
         listeners: Vec<Arc<ListenerCtx>>,
+        tls: Option<Arc<ServerTls>>,
     ) -> Self {
+        let handshakes = options.tls.max_handshakes(options.limits.max_connections);
         Shared {
+            tls,
+            tls_handshakes: Arc::new(Semaphore::new(handshakes)),
             style: Arc::new(options.time.clone()),
             options,
             stats: Stats::default(),
@@ -80,7 +91,7 @@ impl Shared {
 
     #[cfg(test)]
     pub fn for_tests(options: Options) -> Shared {
-        Shared::new(options, "h".into(), Vec::new(), Vec::new())
+        Shared::new(options, "h".into(), Vec::new(), Vec::new(), None)
     }
 }
 
@@ -96,6 +107,8 @@ pub struct ListenerCtx {
     pub accept_log: LogLimiter,
     /// UDP reply limits, shared by the listener's copies.
     pub udp_limiter: Mutex<ResponseLimiter>,
+    /// Handshakes and sessions, on tls:// listeners.
+    pub tls: Option<Arc<TlsCounters>>,
 }
 
 impl ListenerCtx {
@@ -106,7 +119,14 @@ impl ListenerCtx {
             stats: ListenerStats::default(),
             accept_log: LogLimiter::default(),
             udp_limiter: Mutex::new(limiter),
+            tls: None,
         }
+    }
+
+    /// A tls:// listener's context, which counts handshakes.
+    pub fn with_tls_counters(mut self) -> Self {
+        self.tls = Some(Arc::default());
+        self
     }
 
     #[cfg(test)]

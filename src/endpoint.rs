@@ -1,6 +1,6 @@
 //! Listener and client addresses written as URLs:
-//! `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:///path`, `unixgram:///path`,
-//! `unix://@abstract`, each optionally prefixed by a service (`echo+tcp://:7`).
+//! `tcp://HOST:PORT`, `tls://HOST:PORT`, `udp://HOST:PORT`, `unix:///path`,
+//! `unixgram:///path`, `unix://@abstract`, each optionally prefixed by a service (`echo+tcp://:7`).
 //!
 //! An empty host means every interface, so `tcp://:7` reads like inetd.conf.
 
@@ -15,14 +15,17 @@ use crate::service::ServiceKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Tcp,
+    /// TLS 1.2/1.3 over TCP.
+    Tls,
     Udp,
     Unix,
     UnixGram,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 5] = [
         Transport::Tcp,
+        Transport::Tls,
         Transport::Udp,
         Transport::Unix,
         Transport::UnixGram,
@@ -31,6 +34,7 @@ impl Transport {
     pub fn scheme(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
             Transport::Udp => "udp",
             Transport::Unix => "unix",
             Transport::UnixGram => "unixgram",
@@ -42,13 +46,13 @@ impl Transport {
     pub fn is_datagram(self) -> bool {
         match self {
             Transport::Udp | Transport::UnixGram => true,
-            Transport::Tcp | Transport::Unix => false,
+            Transport::Tcp | Transport::Tls | Transport::Unix => false,
         }
     }
 
     pub fn is_inet(self) -> bool {
         match self {
-            Transport::Tcp | Transport::Udp => true,
+            Transport::Tcp | Transport::Tls | Transport::Udp => true,
             Transport::Unix | Transport::UnixGram => false,
         }
     }
@@ -72,7 +76,8 @@ pub struct Endpoint {
     pub service: ServiceKind,
     pub transport: Transport,
     pub address: Address,
-    /// Connections start with a PROXY protocol header (`proxy+tcp://`).
+    /// Connections start with a PROXY protocol header (`proxy+tcp://`,
+    /// `proxy+tls://`, where it comes before the handshake).
     pub proxy: bool,
 }
 
@@ -137,12 +142,12 @@ impl FromStr for Endpoint {
             .find(|t| t.scheme() == transport)
             .ok_or_else(|| {
                 invalid(format!(
-                    "unknown transport {transport:?} (valid: tcp, udp, unix, unixgram)"
+                    "unknown transport {transport:?} (valid: tcp, tls, udp, unix, unixgram)"
                 ))
             })?;
-        if proxy && transport != Transport::Tcp {
+        if proxy && !matches!(transport, Transport::Tcp | Transport::Tls) {
             return Err(invalid(
-                "the PROXY protocol works on tcp:// listeners only".into(),
+                "the PROXY protocol works on tcp:// and tls:// listeners only".into(),
             ));
         }
         let address = if transport.is_inet() {
@@ -305,7 +310,7 @@ mod tests {
             "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,2}",
         ];
         let inet = (
-            proptest::sample::select(vec![Transport::Tcp, Transport::Udp]),
+            proptest::sample::select(vec![Transport::Tcp, Transport::Tls, Transport::Udp]),
             host,
             any::<u16>(),
         )
@@ -318,7 +323,7 @@ mod tests {
             ],
         );
         (service, prop_oneof![inet, unix], any::<bool>()).prop_map(|(s, (t, a), proxy)| Endpoint {
-            proxy: proxy && t == Transport::Tcp,
+            proxy: proxy && matches!(t, Transport::Tcp | Transport::Tls),
             ..Endpoint::new(s, t, a)
         })
     }
@@ -349,6 +354,8 @@ mod tests {
             "time+unix:///run/time.sock",
             "proxy+tcp://:21567",
             "echo+proxy+tcp://127.0.0.1:7",
+            "tls://:21568",
+            "daytime+proxy+tls://[::1]:13",
         ] {
             assert_eq!(parse(s).to_string(), s);
         }

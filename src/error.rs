@@ -20,6 +20,8 @@ pub const EX_IOERR: i32 = 74;
 pub const EX_TEMPFAIL: i32 = 75;
 /// Permission denied.
 pub const EX_NOPERM: i32 = 77;
+/// Configuration error: a certificate or key that cannot be used.
+pub const EX_CONFIG: i32 = 78;
 
 /// Errors the library reports; each knows its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,9 @@ pub enum Error {
     Connect { endpoint: String, reason: io::Error },
     #[error("{0}")]
     Usage(String),
+    /// A certificate, key or CA file that cannot be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Ctrl-C at the interactive prompt.
     #[error("interrupted")]
     Interrupted,
@@ -56,6 +61,7 @@ impl Error {
             Error::Endpoint { .. } | Error::TimeFormat { .. } | Error::Usage(_) => EX_USAGE,
             Error::Listen { reason, .. } | Error::Connect { reason, .. } => io_exit_code(reason),
             Error::Interrupted => EX_INTERRUPTED,
+            Error::Tls(_) => EX_CONFIG,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod shards;
 pub mod stats;
 mod stream;
 pub mod systemd;
+pub mod tls;
 pub mod transport;
 mod udp_batch;
 

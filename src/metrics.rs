@@ -101,7 +101,7 @@ async fn respond(
                 shared.gate.open(),
                 draining,
                 &shared.listeners,
-            ),
+            ) + &tls_exposition(&shared),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if draining => (
@@ -305,4 +305,61 @@ fn write_per_listener(out: &mut String, listeners: &[Arc<ListenerCtx>]) {
             "tsecho_reply_latency_seconds_count{{{labels}}} {total}"
         );
     }
+}
+
+/// TLS listeners: sessions by protocol version, failed handshakes by
+/// reason, and certificate reloads; nothing without a tls:// listener.
+fn tls_exposition(shared: &Shared) -> String {
+    let mut out = String::new();
+    let tls_listeners: Vec<_> = shared
+        .listeners
+        .iter()
+        .filter_map(|l| Some((l, l.tls.as_ref()?)))
+        .collect();
+    if tls_listeners.is_empty() {
+        return out;
+    }
+    let mut family = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP tsecho_{name} {help}");
+        let _ = writeln!(out, "# TYPE tsecho_{name} counter");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "tsecho_{name}{{{labels}}} {value}");
+        }
+    };
+    let listener = |l: &ListenerCtx| format!("listener=\"{}\",service=\"{}\"", l.name, l.service);
+    family(
+        "tls_connections_total",
+        "TLS sessions established, per listener and protocol version.",
+        tls_listeners
+            .iter()
+            .flat_map(|(l, c)| {
+                c.established()
+                    .map(|(v, n)| (format!("{},version=\"{v}\"", listener(l)), n))
+            })
+            .collect(),
+    );
+    family(
+        "tls_handshake_failures_total",
+        "TLS handshakes that failed, per listener and reason.",
+        tls_listeners
+            .iter()
+            .flat_map(|(l, c)| {
+                c.failures()
+                    .map(|(r, n)| (format!("{},reason=\"{r}\"", listener(l)), n))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+    );
+    if let Some(tls) = &shared.tls {
+        use std::sync::atomic::Ordering::Relaxed;
+        family(
+            "tls_certificate_reloads_total",
+            "Certificate reloads (SIGHUP or changed files), by result.",
+            vec![
+                ("result=\"ok\"".into(), tls.reloads.ok.load(Relaxed)),
+                ("result=\"error\"".into(), tls.reloads.error.load(Relaxed)),
+            ],
+        );
+    }
+    out
 }

@@ -18,6 +18,7 @@ use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
 use crate::settings::{DEFAULT_PORT, Options};
 use crate::stats::Snapshot;
+use crate::tls::ServerTls;
 
 /// Builds a server from listener URLs and options.
 ///
@@ -95,6 +96,10 @@ impl Server {
             return Err(Error::Usage("no listener given".into()));
         }
         warn_about_untrusted_proxy_listeners(&endpoints, &options);
+        let host: Arc<str> = options.instance.clone().unwrap_or_else(hostname).into();
+        // Before binding: a certificate that cannot be used is a
+        // configuration error, with nothing left bound.
+        let tls = load_tls(&endpoints, &options, &host)?;
         let mut bound = BoundSet::default();
         let copies = runtimes.len().max(1);
         // All or nothing: the metrics listener too is bound (and registered)
@@ -111,7 +116,6 @@ impl Server {
                 return Err(e);
             }
         };
-        let host: Arc<str> = options.instance.clone().unwrap_or_else(hostname).into();
         let reflector_ports = REFLECTOR_PORTS
             .into_iter()
             .chain(bound.udp_ports())
@@ -122,6 +126,7 @@ impl Server {
             host,
             reflector_ports,
             listener_contexts,
+            tls,
         ));
         let tracker = TaskTracker::new();
         let mut listening = Vec::with_capacity(bound.listeners.len());
@@ -147,6 +152,9 @@ impl Server {
         // Its own tracker: /metrics keeps answering (503 on /readyz) while
         // the connections drain, and stops after them.
         let helpers = TaskTracker::new();
+        if let Some(tls) = shared.tls.clone().filter(|tls| tls.watches_files()) {
+            helpers.spawn(watch_certificates(tls, shared.clone()));
+        }
         let metrics = metrics_listener.map(|(addr, listener)| {
             tracing::info!("metrics on http://{addr}/metrics");
             helpers.spawn(metrics::serve(listener, shared.clone(), helpers.clone()));
@@ -211,11 +219,15 @@ impl BoundSet {
             .iter()
             .filter_map(|copies| copies.first())
             .map(|b| {
-                Arc::new(ListenerCtx::new(
+                let ctx = ListenerCtx::new(
                     b.endpoint.service,
                     b.endpoint.to_string().into(),
                     ResponseLimiter::new(&options.limits.udp),
-                ))
+                );
+                Arc::new(match b.endpoint.transport {
+                    Transport::Tls => ctx.with_tls_counters(),
+                    Transport::Tcp | Transport::Udp | Transport::Unix | Transport::UnixGram => ctx,
+                })
             })
             .collect()
     }
@@ -233,6 +245,38 @@ fn warn_about_untrusted_proxy_listeners(endpoints: &[Endpoint], options: &Option
         );
     }
 }
+
+/// The certificates, when a tls:// listener needs them. TLS settings
+/// without such a listener are not an error (a config file shared by
+/// several servers), but worth a word.
+fn load_tls(
+    endpoints: &[Endpoint],
+    options: &Options,
+    host: &str,
+) -> Result<Option<Arc<ServerTls>>, Error> {
+    if !endpoints.iter().any(|e| e.transport == Transport::Tls) {
+        if options.tls.is_configured() {
+            tracing::warn!("TLS certificate settings given, but no tls:// listener uses them");
+        }
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(ServerTls::load(&options.tls, host)?)))
+}
+
+/// Reloads the certificates when their files change, until the server stops.
+async fn watch_certificates(tls: Arc<ServerTls>, shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(CERTIFICATE_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => tls.reload_if_changed(),
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often the certificate files are looked at: a few stat calls.
+const CERTIFICATE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The machine's name for `{host}`, as the kernel knows it.
 fn hostname() -> String {
@@ -281,6 +325,19 @@ impl ServerHandle {
 
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.addr(Transport::Udp)
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addr(Transport::Tls)
+    }
+
+    /// Reads the TLS certificate, key and client CA files again (SIGHUP):
+    /// new handshakes use them if they load, else the old ones stay.
+    pub fn reload_tls(&self) {
+        match &self.shared.tls {
+            Some(tls) => tls.reload(),
+            None => tracing::info!("reload asked for: no TLS certificates to reload"),
+        }
     }
 
     /// Where /metrics, /healthz and /readyz are served.

@@ -113,6 +113,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let shards = Shards::start(settings.threads.unwrap_or(cpus)).context("starting the runtime")?;
     shards.block_on(async {
         let stop = stop_signal()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let mut server = Server::builder()
             .options(options)
             .spread_over(shards.handles());
@@ -124,9 +126,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         let handle = server.start().await?;
         tsecho::systemd::notify("READY=1\nSTATUS=serving");
-        tokio::select! {
-            _ = stop => {}
-            _ = tsecho::systemd::watchdog() => {}
+        tokio::pin!(stop);
+        // SIGHUP reloads the TLS certificates; the rest of a reload is
+        // another issue's ("Zero-downtime").
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tsecho::systemd::watchdog() => break,
+                _ = hangup.recv() => handle.reload_tls(),
+            }
         }
         tracing::info!("stopping: draining connections");
         tsecho::systemd::notify("STOPPING=1\nSTATUS=draining");

@@ -20,10 +20,12 @@ pub use bind::{Bound, BoundSocket, LocalAddr};
 
 use crate::context::{ListenerCtx, Shared};
 use crate::datagram;
+use crate::endpoint::Transport;
 use crate::limits::Refusal;
 use crate::service::stamp::Origin;
 use crate::stats::Stats;
 use crate::stream::{self, ConnectionLog, Handover};
+use crate::transport::tls::TlsUpgrade;
 use crate::transport::{Accept, ByteStream, Plain, Upgrade, Upgraded};
 
 /// Serves one bound socket until shutdown.
@@ -37,11 +39,29 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
     };
     // Registering joins the I/O driver of the runtime this task runs on.
     match registered {
+        Ok(Serving::Tcp(l)) if b.endpoint.transport == Transport::Tls => {
+            match tls_upgrade(&ctx, &shared) {
+                Some(tls) => accept_loop(l, tls, proxy, ctx, shared, tracker).await,
+                None => tracing::error!("cannot serve {}: no TLS certificate", b.endpoint),
+            }
+        }
         Ok(Serving::Tcp(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::Unix(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::UnixGram(s)) => datagram::serve_unixgram(s, ctx, shared).await,
         Err(e) => tracing::error!("cannot serve {}: {e}", b.endpoint),
     }
+}
+
+/// The handshake of a tls:// listener, with the server's certificates and
+/// the listener's counters.
+fn tls_upgrade(ctx: &ListenerCtx, shared: &Shared) -> Option<TlsUpgrade> {
+    Some(TlsUpgrade {
+        tls: shared.tls.clone()?,
+        handshakes: shared.tls_handshakes.clone(),
+        timeout: shared.options.tls.handshake_timeout,
+        counters: ctx.tls.clone()?,
+        shutdown: shared.shutdown.clone(),
+    })
 }
 
 /// A bound socket registered with the runtime that serves it.
@@ -127,7 +147,13 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
         Upgraded::Ready(stream) => Either::Left(stream::serve(stream, listener, shared, handover)),
         Upgraded::Handshake(handshake) => Either::Right(Box::pin(async move {
             match handshake.await {
-                Ok(stream) => stream::serve(stream, listener, shared, handover).await,
+                Ok(stream) => {
+                    let mut handover = handover;
+                    if let Some(origin) = handover.origin.as_mut() {
+                        origin.tls = stream.tls_info().unwrap_or_default();
+                    }
+                    stream::serve(stream, listener, shared, handover).await
+                }
                 // Its admission is given back with the handover.
                 Err(e) => tracing::debug!("handshake failed: {e}"),
             }
@@ -148,6 +174,7 @@ fn origin_for<S: ByteStream>(
             peer: peer.map_or_else(|| "unix".to_string(), |p| p.to_string()),
             local: sock.local_text(),
             host: shared.host.clone(),
+            tls: Default::default(),
         })
     })
 }

@@ -47,19 +47,52 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(Vec<u8>),
+    Field(Field),
+}
+
+/// What a template can show, each written `{name}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
     Time,
     Msg,
     Peer,
     Local,
     Host,
+    TlsVersion,
+    TlsCipher,
+    Sni,
+    ClientCert,
 }
 
-/// Where a reply goes and who sends it, for `{peer}`, `{local}`, `{host}`.
+const FIELDS: [(&str, Field); 9] = [
+    ("time", Field::Time),
+    ("msg", Field::Msg),
+    ("peer", Field::Peer),
+    ("local", Field::Local),
+    ("host", Field::Host),
+    ("tls_version", Field::TlsVersion),
+    ("tls_cipher", Field::TlsCipher),
+    ("sni", Field::Sni),
+    ("client_cert", Field::ClientCert),
+];
+
+impl Field {
+    fn name(self) -> &'static str {
+        FIELDS
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(name, _)| name)
+    }
+}
+
+/// Where a reply goes and who sends it, for `{peer}`, `{local}`, `{host}`,
+/// and the TLS session's fields (empty on plain connections).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub peer: String,
     pub local: String,
     pub host: std::sync::Arc<str>,
+    pub tls: crate::tls::SessionInfo,
 }
 
 impl std::str::FromStr for Template {
@@ -86,22 +119,18 @@ impl std::str::FromStr for Template {
             let close = tail
                 .find('}')
                 .ok_or_else(|| invalid("unclosed '{'".into()))?;
-            let part = match &tail[1..close] {
-                "time" => Part::Time,
-                "msg" => Part::Msg,
-                "peer" => Part::Peer,
-                "local" => Part::Local,
-                "host" => Part::Host,
-                other => {
-                    return Err(invalid(format!(
-                        "unknown field {{{other}}} (valid: time, msg, peer, local, host)"
-                    )));
-                }
+            let name = &tail[1..close];
+            let Some((_, field)) = FIELDS.iter().find(|(n, _)| *n == name) else {
+                let valid: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
+                return Err(invalid(format!(
+                    "unknown field {{{name}}} (valid: {})",
+                    valid.join(", ")
+                )));
             };
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
             }
-            parts.push(part);
+            parts.push(Part::Field(*field));
             rest = &tail[close + 1..];
         }
         text.extend_from_slice(rest.as_bytes());
@@ -121,11 +150,7 @@ impl std::fmt::Display for Template {
                     let text = String::from_utf8_lossy(text);
                     f.write_str(&text.replace('{', "{{").replace('}', "}}"))?
                 }
-                Part::Time => f.write_str("{time}")?,
-                Part::Msg => f.write_str("{msg}")?,
-                Part::Peer => f.write_str("{peer}")?,
-                Part::Local => f.write_str("{local}")?,
-                Part::Host => f.write_str("{host}")?,
+                Part::Field(field) => write!(f, "{{{}}}", field.name())?,
             }
         }
         Ok(())
@@ -133,23 +158,31 @@ impl std::fmt::Display for Template {
 }
 
 impl Template {
-    /// Whether `{peer}` or `{local}` appear, so connections know to keep them.
+    /// Whether any field but `{time}` and `{msg}` appears, so connections
+    /// know to keep who they are.
     pub fn needs_origin(&self) -> bool {
         self.parts
             .iter()
-            .any(|p| matches!(p, Part::Peer | Part::Local | Part::Host))
+            .any(|p| matches!(p, Part::Field(f) if !matches!(f, Field::Time | Field::Msg)))
     }
 
     pub fn write(&self, time: &[u8], message: &[u8], origin: &Origin, out: &mut Vec<u8>) {
         for part in &self.parts {
-            match part {
-                Part::Text(text) => out.extend_from_slice(text),
-                Part::Time => out.extend_from_slice(time),
-                Part::Msg => out.extend_from_slice(message),
-                Part::Peer => out.extend_from_slice(origin.peer.as_bytes()),
-                Part::Local => out.extend_from_slice(origin.local.as_bytes()),
-                Part::Host => out.extend_from_slice(origin.host.as_bytes()),
-            }
+            let bytes: &[u8] = match part {
+                Part::Text(text) => text,
+                Part::Field(field) => match field {
+                    Field::Time => time,
+                    Field::Msg => message,
+                    Field::Peer => origin.peer.as_bytes(),
+                    Field::Local => origin.local.as_bytes(),
+                    Field::Host => origin.host.as_bytes(),
+                    Field::TlsVersion => origin.tls.version.as_bytes(),
+                    Field::TlsCipher => origin.tls.cipher.as_bytes(),
+                    Field::Sni => origin.tls.sni.as_bytes(),
+                    Field::ClientCert => origin.tls.client_cert.as_bytes(),
+                },
+            };
+            out.extend_from_slice(bytes);
         }
     }
 }
@@ -217,6 +250,7 @@ mod template_tests {
             peer: "192.0.2.1:5".into(),
             local: "x".into(),
             host: "t1".into(),
+            ..Origin::default()
         };
         let mut out = Vec::new();
         t.write(b"T", b"hi\n", &origin, &mut out);

@@ -3,6 +3,8 @@
 //! default; `--help` shows the ones `Settings::default` holds.
 
 use clap::builder::BoolishValueParser;
+use std::path::PathBuf;
+
 use clap::{Arg, Command};
 use ipnet::IpNet;
 
@@ -12,6 +14,7 @@ use crate::clock::TimeFormat;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::stamp::Template;
+use crate::tls::ClientAuth;
 
 /// A list of networks as one value (`10.0.0.0/8,::1`; empty for none).
 #[derive(Debug, Clone)]
@@ -207,6 +210,57 @@ pub struct Overrides {
     /// '' for none.
     #[arg(long, value_name = "CIDR,...", value_parser = networks, env = "TSECHO_LIMIT_EXEMPT", help_heading = "Limits")]
     pub limit_exempt: Option<Networks>,
+
+    /// Certificate chain of tls:// listeners (PEM, leaf first); reloaded on
+    /// SIGHUP and when the file changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TSECHO_TLS_CERT",
+        help_heading = "TLS"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM: PKCS#8, RSA or EC; RSA, ECDSA or Ed25519).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TSECHO_TLS_KEY",
+        help_heading = "TLS"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Make a certificate for localhost and this host in memory, and log its
+    /// SHA-256 fingerprint: TLS in one command, to try things out.
+    #[arg(long, env = "TSECHO_TLS_SELF_SIGNED", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "TLS")]
+    pub tls_self_signed: Option<bool>,
+
+    /// Mutual TLS: CA certificates (PEM) that client certificates must chain to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TSECHO_TLS_CLIENT_CA",
+        help_heading = "TLS"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Whether clients must show a certificate [default: required with --tls-client-ca].
+    #[arg(long, value_enum, env = "TSECHO_TLS_CLIENT_AUTH", help_heading = "TLS")]
+    pub tls_client_auth: Option<ClientAuth>,
+
+    /// Close a connection whose TLS handshake is not done within this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "TSECHO_TLS_HANDSHAKE_TIMEOUT", help_heading = "TLS")]
+    pub tls_handshake_timeout: Option<std::time::Duration>,
+
+    /// TLS handshakes in progress at once; more are closed at once
+    /// [default: a quarter of --max-connections].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TSECHO_TLS_MAX_HANDSHAKES",
+        help_heading = "TLS"
+    )]
+    pub tls_max_handshakes: Option<usize>,
 }
 
 impl Overrides {
@@ -250,6 +304,10 @@ impl Overrides {
             udp_burst => "udp-burst", udp_global_rate => "udp-global-rate",
             udp_slip => "udp-slip", udp_byte_factor => "udp-byte-factor",
             udp_byte_allowance => "udp-byte-allowance", limit_exempt => "limit-exempt",
+            tls_cert => "tls-cert", tls_key => "tls-key", tls_self_signed => "tls-self-signed",
+            tls_client_ca => "tls-client-ca", tls_client_auth => "tls-client-auth",
+            tls_handshake_timeout => "tls-handshake-timeout",
+            tls_max_handshakes => "tls-max-handshakes",
         }
         Ok(set)
     }
@@ -337,6 +395,11 @@ mod tests {
             ("metrics", "tcp://127.0.0.1:0"),
             ("threads", "2"),
             ("max-connections", "5"),
+            ("tls-cert", "c.pem"),
+            ("tls-key", "k.pem"),
+            ("tls-client-ca", "ca.pem"),
+            ("tls-client-auth", "optional"),
+            ("tls-max-handshakes", "3"),
         ];
         let mut described = Settings::default().describe();
         // The log settings are global flags of the binary, not serve's.

@@ -11,6 +11,7 @@ mod file;
 mod flags;
 pub mod text;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::endpoint::Endpoint;
 use crate::framing::{DEFAULT_CHUNK, DEFAULT_MAX_LINE, Framing};
 use crate::limits::{Limits, UdpLimits};
 use crate::service::stamp::Template;
+use crate::tls::{ClientAuth, TlsSettings};
 
 pub use file::load;
 pub use flags::{Overrides, check_environment, show_defaults};
@@ -107,6 +109,20 @@ pub struct Settings {
     pub udp_byte_allowance: usize,
     #[serde(deserialize_with = "file::networks")]
     pub limit_exempt: Vec<IpNet>,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(deserialize_with = "file::boolean")]
+    pub tls_self_signed: bool,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// None: required when a client CA is given.
+    pub tls_client_auth: Option<ClientAuth>,
+    #[serde(deserialize_with = "file::duration")]
+    pub tls_handshake_timeout: Duration,
+    /// None: a quarter of max-connections.
+    pub tls_max_handshakes: Option<usize>,
 }
 
 pub use crate::limits::DEFAULT_MAX_CONNECTIONS;
@@ -117,6 +133,7 @@ impl Default for Settings {
     fn default() -> Self {
         let style = TimeStyle::default();
         let limits = Limits::default();
+        let tls = TlsSettings::default();
         Settings {
             listen: Vec::new(),
             inetd: false,
@@ -148,6 +165,13 @@ impl Default for Settings {
             udp_byte_factor: limits.udp.byte_factor,
             udp_byte_allowance: limits.udp.byte_allowance as usize,
             limit_exempt: limits.exempt,
+            tls_cert: tls.cert,
+            tls_key: tls.key,
+            tls_self_signed: tls.self_signed,
+            tls_client_ca: tls.client_ca,
+            tls_client_auth: tls.client_auth,
+            tls_handshake_timeout: tls.handshake_timeout,
+            tls_max_handshakes: tls.max_handshakes,
         }
     }
 }
@@ -175,6 +199,15 @@ impl Settings {
             instance: self.instance.clone(),
             proxy_trusted: self.proxy_trusted.clone(),
             log_connections: self.log_connections,
+            tls: TlsSettings {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                self_signed: self.tls_self_signed,
+                client_ca: self.tls_client_ca.clone(),
+                client_auth: self.tls_client_auth,
+                handshake_timeout: self.tls_handshake_timeout,
+                max_handshakes: self.tls_max_handshakes,
+            },
         }
     }
 
@@ -252,8 +285,37 @@ impl Settings {
                 one(show_size(self.udp_byte_allowance)),
             ),
             ("limit-exempt", one(show_networks(&self.limit_exempt))),
+            (
+                "tls-cert",
+                maybe(self.tls_cert.as_ref().map(|p| show_path(p))),
+            ),
+            (
+                "tls-key",
+                maybe(self.tls_key.as_ref().map(|p| show_path(p))),
+            ),
+            ("tls-self-signed", one(self.tls_self_signed.to_string())),
+            (
+                "tls-client-ca",
+                maybe(self.tls_client_ca.as_ref().map(|p| show_path(p))),
+            ),
+            (
+                "tls-client-auth",
+                maybe(self.tls_client_auth.map(|a| a.name().into())),
+            ),
+            (
+                "tls-handshake-timeout",
+                one(show_duration(self.tls_handshake_timeout)),
+            ),
+            (
+                "tls-max-handshakes",
+                maybe(self.tls_max_handshakes.map(|n| n.to_string())),
+            ),
         ]
     }
+}
+
+fn show_path(path: &std::path::Path) -> String {
+    path.display().to_string()
 }
 
 impl FramingKind {
@@ -293,6 +355,8 @@ pub struct Options {
     pub proxy_trusted: Vec<IpNet>,
     /// One log line per closed connection: peer, listener, counts, duration.
     pub log_connections: bool,
+    /// Certificates and handshake limits of tls:// listeners.
+    pub tls: TlsSettings,
 }
 
 impl Default for Options {
@@ -319,6 +383,6 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
-        assert_eq!(keys.len(), 30);
+        assert_eq!(keys.len(), 37);
     }
 }

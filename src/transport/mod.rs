@@ -1,10 +1,11 @@
 //! Byte streams the connection core can drive, the listeners that produce
 //! them, and the step that turns an accepted stream into the one served:
-//! TCP and Unix today, served as accepted. A new transport (TLS) is one
-//! file here implementing these traits (its `Upgrade` is the handshake)
-//! and one match arm where `listener::serve` picks the accept loop.
+//! TCP and Unix, served as accepted, and TLS over TCP, whose `Upgrade` is
+//! the handshake. A new transport is one file here implementing these
+//! traits and one match arm where `listener::serve` picks the accept loop.
 
 pub mod tcp;
+pub mod tls;
 pub mod unix;
 
 use std::future::Future;
@@ -29,6 +30,11 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The local address, for `{local}` in reply templates.
     fn local_text(&self) -> String {
         String::new()
+    }
+
+    /// The TLS session, for `{tls_version}` and the like in templates.
+    fn tls_info(&self) -> Option<crate::tls::SessionInfo> {
+        None
     }
 }
 
