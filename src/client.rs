@@ -6,15 +6,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net as std_unix;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 
-use crate::endpoint::{Address, Endpoint};
+use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
+use crate::tls::client::{ClientTls, ClientTlsArgs};
 
-/// A connected byte stream, TCP or Unix.
+/// A connected byte stream: TCP, TLS or Unix.
 pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 
@@ -52,42 +53,105 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     crate::endpoint::lookup(host, port).await
 }
 
-/// Connects a stream endpoint, trying each address of a name in turn.
+/// Connects a stream endpoint with the system's TLS roots for tls://.
 pub async fn connect_stream(
     endpoint: &Endpoint,
     timeout: Duration,
 ) -> Result<Box<dyn ClientStream>, Error> {
-    let attempt = async {
-        match &endpoint.address {
-            Address::Inet { host, port } => {
-                let mut last = io::Error::from(io::ErrorKind::NotFound);
-                for addr in resolve(host, *port).await? {
-                    match TcpStream::connect(addr).await {
-                        Ok(s) => {
-                            s.set_nodelay(true)?;
-                            return Ok(Box::new(s) as Box<dyn ClientStream>);
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
-            }
-            Address::Path(path) => {
-                Ok(Box::new(UnixStream::connect(path).await?) as Box<dyn ClientStream>)
-            }
-            Address::Abstract(name) => {
-                let std = std_unix::UnixStream::connect_addr(
-                    &std_unix::SocketAddr::from_abstract_name(name)?,
-                )?;
-                std.set_nonblocking(true)?;
-                Ok(Box::new(UnixStream::from_std(std)?) as Box<dyn ClientStream>)
-            }
+    Connector::new(endpoint, timeout, &ClientTlsArgs::default())?
+        .connect()
+        .await
+}
+
+/// Opens stream connections to one endpoint, as often as asked (bench
+/// reconnects for each request): TLS settings are read once.
+#[derive(Clone)]
+pub struct Connector {
+    endpoint: Endpoint,
+    timeout: Duration,
+    tls: Option<ClientTls>,
+}
+
+/// How long the parts of opening a connection took.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub connect: Duration,
+    /// The TLS handshake, for tls://.
+    pub handshake: Option<Duration>,
+}
+
+impl Connector {
+    pub fn new(endpoint: &Endpoint, timeout: Duration, tls: &ClientTlsArgs) -> Result<Self, Error> {
+        let tls = match (&endpoint.address, endpoint.transport) {
+            (Address::Inet { host, .. }, Transport::Tls) => Some(tls.for_host(host)?),
+            _ => None,
+        };
+        Ok(Connector {
+            endpoint: endpoint.clone(),
+            timeout,
+            tls,
+        })
+    }
+
+    pub async fn connect(&self) -> Result<Box<dyn ClientStream>, Error> {
+        self.connect_timed().await.map(|(stream, _)| stream)
+    }
+
+    /// Connects, then shakes hands for tls://, both within the timeout.
+    pub async fn connect_timed(&self) -> Result<(Box<dyn ClientStream>, Opened), Error> {
+        let started = Instant::now();
+        let attempt = async {
+            let stream = open(&self.endpoint).await?;
+            let connect = started.elapsed();
+            let Some(tls) = &self.tls else {
+                let opened = Opened {
+                    connect,
+                    handshake: None,
+                };
+                return Ok((stream, opened));
+            };
+            let secured = tls.connector.connect(tls.name.clone(), stream).await?;
+            let opened = Opened {
+                connect,
+                handshake: Some(started.elapsed() - connect),
+            };
+            Ok((Box::new(secured) as Box<dyn ClientStream>, opened))
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(connect_error(&self.endpoint, e)),
+            Err(_) => Err(connect_error(&self.endpoint, timed_out(self.timeout))),
         }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(connect_error(endpoint, e)),
-        Err(_) => Err(connect_error(endpoint, timed_out(timeout))),
+    }
+}
+
+/// Connects the socket under a stream endpoint, trying each address of a
+/// name in turn.
+async fn open(endpoint: &Endpoint) -> io::Result<Box<dyn ClientStream>> {
+    match &endpoint.address {
+        Address::Inet { host, port } => {
+            let mut last = io::Error::from(io::ErrorKind::NotFound);
+            for addr in resolve(host, *port).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        s.set_nodelay(true)?;
+                        return Ok(Box::new(s) as Box<dyn ClientStream>);
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        Address::Path(path) => {
+            Ok(Box::new(UnixStream::connect(path).await?) as Box<dyn ClientStream>)
+        }
+        Address::Abstract(name) => {
+            let std = std_unix::UnixStream::connect_addr(
+                &std_unix::SocketAddr::from_abstract_name(name)?,
+            )?;
+            std.set_nonblocking(true)?;
+            Ok(Box::new(UnixStream::from_std(std)?) as Box<dyn ClientStream>)
+        }
     }
 }
 

@@ -21,13 +21,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tsecho::Endpoint;
-use tsecho::client::{DatagramSocket, connect_stream};
+use tsecho::client::{Connector, DatagramSocket};
+use tsecho::tls::client::ClientTlsArgs;
 
 use super::parse_duration;
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
-    /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path.
+    /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,
+    /// unix:///path, unixgram:///path.
     url: String,
     /// Connections (or UDP sockets).
     #[arg(long, default_value_t = 50)]
@@ -60,6 +62,12 @@ pub struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Streams: a new connection (and TLS handshake) for every request,
+    /// closed after its reply: measures connections per second.
+    #[arg(long, conflicts_with_all = ["rate", "pipeline"])]
+    reconnect: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 /// Counters every connection task updates.
@@ -76,6 +84,8 @@ struct Counters {
 struct Run {
     args: Args,
     endpoint: Endpoint,
+    /// Opens stream connections; TLS settings read once.
+    connector: Connector,
     measuring: AtomicBool,
     stop: CancellationToken,
     counters: Counters,
@@ -153,9 +163,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let connector = Connector::new(&endpoint, Duration::from_secs(5), &args.tls)?;
     let run = Arc::new(Run {
         args,
         endpoint,
+        connector,
         measuring: AtomicBool::new(false),
         stop: CancellationToken::new(),
         counters: Counters::default(),
@@ -252,7 +264,10 @@ async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
 
 /// A stream connection, closed or open loop.
 async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
-    let stream = connect_stream(&run.endpoint, Duration::from_secs(5)).await?;
+    if run.args.reconnect {
+        return reconnect_loop(conn, run).await;
+    }
+    let stream = run.connector.connect().await?;
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     match run.args.rate {
@@ -262,6 +277,35 @@ async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
             open_loop(conn, run, per_conn, &mut reader, writer).await
         }
     }
+}
+
+/// `--reconnect`: connect (and shake hands), send one request, read its
+/// reply, close; latency runs from the connect to the reply.
+async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
+    let mut hist = new_histogram();
+    let (mut request, mut reply) = (Vec::new(), Vec::new());
+    for seq in 0.. {
+        request.clear();
+        write_request(conn, seq, run.args.size, &mut request);
+        let started = Instant::now();
+        let once = async {
+            let mut stream = BufReader::new(run.connector.connect().await?);
+            stream.get_mut().write_all(&request).await?;
+            reply.clear();
+            if stream.read_until(b'\n', &mut reply).await? == 0 {
+                bail!("server closed the connection");
+            }
+            let _ = stream.get_mut().shutdown().await;
+            Ok(())
+        };
+        tokio::select! {
+            biased;
+            _ = run.stop.cancelled() => break,
+            done = once => done?,
+        }
+        run.reply(&mut hist, &reply, &request, started);
+    }
+    Ok(hist)
 }
 
 async fn closed_loop<R, W>(
@@ -446,6 +490,7 @@ impl Report {
         let c = &run.counters;
         let mode = match a.rate {
             Some(rate) => format!("open loop at {rate} req/s"),
+            None if a.reconnect => "a new connection per request".into(),
             None => "closed loop".into(),
         };
         println!(
@@ -489,6 +534,7 @@ impl Report {
             "pipeline": a.pipeline,
             "size": a.size,
             "rate": a.rate,
+            "reconnect": a.reconnect,
             "warmup": a.warmup.as_secs_f64(),
             "secs": self.secs,
             "replies": self.replies,

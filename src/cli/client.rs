@@ -15,15 +15,16 @@ use rustyline::error::ReadlineError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::runtime::Runtime;
 use tsecho::Endpoint;
-use tsecho::client::{ClientStream, DatagramSocket, connect_stream, human_duration};
+use tsecho::client::{ClientStream, Connector, DatagramSocket, human_duration};
 use tsecho::error::{describe, io_exit_code};
+use tsecho::tls::client::ClientTlsArgs;
 
 use super::parse_duration;
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path,
-    /// unixgram:///path, unix://@abstract.
+    /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,
+    /// unix:///path, unixgram:///path, unix://@abstract.
     #[arg(default_value = tsecho::settings::DEFAULT_URL, env = "TSECHO_URL")]
     url: String,
 
@@ -35,9 +36,12 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     retries: u32,
 
-    /// Streams: how long to wait for the connection.
+    /// Streams: how long to wait for the connection (and TLS handshake).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
+
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 /// Returns the exit code.
@@ -49,7 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let sock = runtime.block_on(DatagramSocket::connect(&endpoint))?;
         return exchange_datagrams(&runtime, &sock, &endpoint, &args, interactive);
     }
-    let stream = runtime.block_on(connect_stream(&endpoint, args.connect_timeout))?;
+    let connector = Connector::new(&endpoint, args.connect_timeout, &args.tls)?;
+    let stream = runtime.block_on(connector.connect())?;
     if interactive {
         converse(&runtime, stream)?;
     } else {

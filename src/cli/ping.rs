@@ -14,14 +14,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args as ClapArgs;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tsecho::Endpoint;
-use tsecho::client::{ClientStream, DatagramSocket, connect_stream};
+use tsecho::client::{ClientStream, Connector, DatagramSocket, Opened};
 use tsecho::error::EX_TEMPFAIL;
+use tsecho::tls::client::ClientTlsArgs;
 
 use super::parse_duration;
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Server URL: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path.
+    /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,
+    /// unix:///path, unixgram:///path.
     #[arg(default_value = tsecho::settings::DEFAULT_URL)]
     url: String,
     /// Probes to send.
@@ -30,9 +32,11 @@ pub struct Args {
     /// Time between probes.
     #[arg(short = 'i', long, default_value = "1s", value_parser = parse_duration)]
     interval: Duration,
-    /// How long to wait for each reply.
+    /// How long to wait for each reply (and for the connection).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 /// What one answered probe tells.
@@ -137,14 +141,18 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
-    let mut channel = if endpoint.transport.is_datagram() {
-        Channel::Datagram(DatagramSocket::connect(&endpoint).await?)
+    let (mut channel, opened) = if endpoint.transport.is_datagram() {
+        let sock = DatagramSocket::connect(&endpoint).await?;
+        (Channel::Datagram(sock), None)
     } else {
-        Channel::Stream(BufReader::new(
-            connect_stream(&endpoint, args.timeout).await?,
-        ))
+        let connector = Connector::new(&endpoint, args.timeout, &args.tls)?;
+        let (stream, opened) = connector.connect_timed().await?;
+        (Channel::Stream(BufReader::new(stream)), Some(opened))
     };
     println!("PING {endpoint}");
+    if let Some(opened) = opened {
+        print_opened(&opened);
+    }
     let mut probes = Vec::new();
     let mut reply = Vec::new();
     let mut next = Instant::now();
@@ -180,6 +188,18 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
     }
     print_summary(&endpoint, args.count, &probes);
     Ok(if probes.is_empty() { EX_TEMPFAIL } else { 0 })
+}
+
+/// The connection's set-up, apart from the round trips that follow.
+fn print_opened(opened: &Opened) {
+    match opened.handshake {
+        Some(handshake) => println!(
+            "connected in {:.3} ms, TLS handshake {:.3} ms",
+            ms(opened.connect),
+            ms(handshake)
+        ),
+        None => println!("connected in {:.3} ms", ms(opened.connect)),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
