@@ -134,20 +134,38 @@ fn outside_tls_clients_get_stamped_replies() {
         for version in ["-tls1_3", "-tls1_2"] {
             let mut openssl = Command::new("openssl");
             openssl.args(["s_client", "-quiet", "-verify_return_error", version]);
-            openssl.args(["-connect", &target, "-servername", "localhost", "-CAfile", &ca]);
+            openssl.args([
+                "-connect",
+                &target,
+                "-servername",
+                "localhost",
+                "-CAfile",
+                &ca,
+            ]);
             let line = format!("hello from openssl {version}\n");
             assert_stamped(converse(&mut openssl, &line), &line, "openssl");
         }
     }
     if have_tool("gnutls-cli") {
         let mut gnutls = Command::new("gnutls-cli");
-        gnutls.args([&format!("--x509cafile={ca}"), &format!("--port={port}"), "localhost"]);
+        gnutls.args([
+            &format!("--x509cafile={ca}"),
+            &format!("--port={port}"),
+            "localhost",
+        ]);
         let line = "hello from gnutls\n";
         assert_stamped(converse(&mut gnutls, line), line, "gnutls-cli");
     }
     if have_tool("ncat") {
         let mut ncat = Command::new("ncat");
-        ncat.args(["--ssl", "--ssl-verify", "--ssl-trustfile", &ca, "localhost", &port]);
+        ncat.args([
+            "--ssl",
+            "--ssl-verify",
+            "--ssl-trustfile",
+            &ca,
+            "localhost",
+            &port,
+        ]);
         let line = "hello from ncat\n";
         assert_stamped(converse(&mut ncat, line), line, "ncat");
     }
@@ -203,9 +221,18 @@ fn mutual_tls_refuses_what_it_must_and_shows_the_client() {
             .unwrap();
         let subject = String::from_utf8(subject.stdout).unwrap();
         let subject = subject.trim().trim_start_matches("subject=");
-        assert!(reply.starts_with(&format!("{subject} TLSv1.3 [")), "{reply}");
+        assert!(
+            reply.starts_with(&format!("{subject} TLSv1.3 [")),
+            "{reply}"
+        );
         let mut old = Command::new("openssl");
-        old.args(["s_client", "-quiet", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+        old.args([
+            "s_client",
+            "-quiet",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ]);
         old.args(["-connect", &addr.to_string()]);
         assert_eq!(converse(&mut old, "tls 1.1\n"), None);
         assert!(failures(&mut server, "incompatible") >= 1);
@@ -216,7 +243,11 @@ fn mutual_tls_refuses_what_it_must_and_shows_the_client() {
 }
 
 fn failures(server: &mut ServeProcess, reason: &str) -> u64 {
-    let listener = server.listening[0].split_whitespace().next().unwrap().to_string();
+    let listener = server.listening[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     metric(
         server,
         &format!(
@@ -260,7 +291,11 @@ fn hostile_peers_are_closed_and_served_sessions_survive() {
     }
     if python {
         let line = "still served\n";
-        assert_stamped(converse(&mut python_client(&pki, addr, None), line), line, "python3");
+        assert_stamped(
+            converse(&mut python_client(&pki, addr, None), line),
+            line,
+            "python3",
+        );
     }
     assert_eq!(failures(&mut server, "not_tls"), 1);
     assert_eq!(failures(&mut server, "busy"), 1);
@@ -278,11 +313,25 @@ fn unusable_certificates_are_configuration_errors() {
     for (args, expected) in [
         (vec!["-l", "tls://127.0.0.1:0"], "needs --tls-cert"),
         (
-            vec!["-l", "tls://127.0.0.1:0", "--tls-cert", &garbage, "--tls-key", &key],
+            vec![
+                "-l",
+                "tls://127.0.0.1:0",
+                "--tls-cert",
+                &garbage,
+                "--tls-key",
+                &key,
+            ],
             "garbage.pem",
         ),
         (
-            vec!["-l", "tls://127.0.0.1:0", "--tls-cert", &key, "--tls-key", &key],
+            vec![
+                "-l",
+                "tls://127.0.0.1:0",
+                "--tls-cert",
+                &key,
+                "--tls-key",
+                &key,
+            ],
             "no CERTIFICATE",
         ),
     ] {
@@ -321,11 +370,24 @@ fn rsa_ecdsa_and_ed25519_keys_made_by_openssl_serve() {
         let made = Command::new("sh").args(["-c", &script]).output().unwrap();
         assert!(made.status.success(), "{kind}: {made:?}");
         let server = ServeProcess::start(
-            &["-l", "tls://127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+            &[
+                "-l",
+                "tls://127.0.0.1:0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
             1,
         );
         let mut openssl = Command::new("openssl");
-        openssl.args(["s_client", "-quiet", "-verify_return_error", "-CAfile", &cert]);
+        openssl.args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-CAfile",
+            &cert,
+        ]);
         openssl.args(["-connect", &format!("localhost:{}", server.addr(0).port())]);
         let line = format!("signed with {kind}\n");
         assert_stamped(converse(&mut openssl, &line), &line, kind);

@@ -7,6 +7,7 @@
 //! environment > file > default. `check-config` and `--help` show values
 //! from it; the server takes the [`Options`] derived from it.
 
+mod environment;
 mod file;
 mod flags;
 pub mod text;
@@ -24,8 +25,9 @@ use crate::limits::{Limits, UdpLimits};
 use crate::service::stamp::Template;
 use crate::tls::{ClientAuth, TlsSettings};
 
+pub use environment::check_environment;
 pub use file::load;
-pub use flags::{Overrides, check_environment, show_defaults};
+pub use flags::{Overrides, show_defaults};
 use text::{show_duration, show_networks, show_size};
 
 /// The port of the stamp service, on TCP and UDP, when none is given.

@@ -2,6 +2,8 @@
 //! certificate for localhost and 127.0.0.1 (and a second one, for reloads),
 //! a client certificate signed by the CA, and one signed by another CA.
 
+#![allow(dead_code)] // each test binary uses a part
+
 use std::path::PathBuf;
 
 use rcgen::{
