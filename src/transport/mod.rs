@@ -40,6 +40,21 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl ByteStream for tokio::io::DuplexStream {}
 
+/// A stream kept on the heap, so that a connection's task stays small.
+impl<T: ByteStream> ByteStream for Box<T> {
+    fn read_direct(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        (**self).read_direct(buf)
+    }
+
+    fn local_text(&self) -> String {
+        (**self).local_text()
+    }
+
+    fn tls_info(&self) -> Option<crate::tls::SessionInfo> {
+        (**self).tls_info()
+    }
+}
+
 /// A listening stream socket.
 pub trait Accept: Send + Sync + 'static {
     type Stream: ByteStream;
