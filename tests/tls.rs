@@ -346,6 +346,28 @@ fn unusable_certificates_are_configuration_errors() {
     }
 }
 
+/// Pass: check-config reads the certificates too: a key that is not the
+/// certificate's fails it (exit 78) before any server is started, and the
+/// right pair passes.
+#[test]
+fn check_config_catches_a_key_that_is_not_the_certificates() {
+    let pki = Pki::new("check");
+    for (key, code) in [("server2.key", 78), ("server.key", 0)] {
+        let config = format!(
+            "listen = [\"tls://127.0.0.1:0\"]\ntls-cert = {:?}\ntls-key = {:?}\n",
+            pki.path("server.pem"),
+            pki.path(key)
+        );
+        pki.write("tsecho.toml", &config);
+        let out = Command::new(tsecho_bin())
+            .args(["check-config", &pki.path("tsecho.toml")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{key}: {stderr}");
+    }
+}
+
 /// Pass: keys of every kind the issue names load: RSA (PKCS#1, as
 /// `openssl genrsa -traditional` writes it), ECDSA (SEC1) and Ed25519,
 /// each made by openssl, each serving openssl s_client.

@@ -16,6 +16,15 @@ pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
     ])?;
     let args = super::serve::Args::from_arg_matches(&matches)?;
     let (settings, sources) = args.settings()?;
+    // The certificates too: a key that does not match its certificate
+    // must show here, not at the start of the server.
+    if settings
+        .listen
+        .iter()
+        .any(|e| e.transport == tsecho::Transport::Tls)
+    {
+        tsecho::tls::ServerTls::check(&settings.options().tls)?;
+    }
     let mut out = std::io::stdout().lock();
     for (key, values) in settings.describe() {
         // check-config reads no flags: what is not the file's is the

@@ -150,6 +150,11 @@ impl ServerTls {
         })
     }
 
+    /// Whether `load` would succeed, without logging what it serves.
+    pub fn check(settings: &TlsSettings) -> Result<(), Error> {
+        build(settings, settings.identity("localhost")?).map(drop)
+    }
+
     /// The configuration a handshake starting now uses.
     pub fn config(&self) -> Arc<ServerConfig> {
         match self.current.read() {
