@@ -352,3 +352,44 @@ async fn every_service_works_over_tls() {
     }
     server.shutdown().await;
 }
+
+/// Pass: the drain promise holds over TLS: lines sent before the server
+/// is told to stop are all answered, then the session ends cleanly.
+#[tokio::test]
+async fn a_draining_tls_listener_answers_every_line_it_received() {
+    let options = tsecho::Options {
+        tls: TlsSettings {
+            self_signed: true,
+            ..TlsSettings::default()
+        },
+        ..tsecho::Options::default()
+    };
+    let server = tsecho::Server::builder()
+        .options(options)
+        .listen("tls://127.0.0.1:0")
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let endpoint = server.listeners()[0].endpoint.clone();
+    let insecure = ClientTlsArgs {
+        insecure: true,
+        ..ClientTlsArgs::default()
+    };
+    let connector = Connector::new(&endpoint, Duration::from_secs(10), &insecure).unwrap();
+    let mut conn = within(connector.connect()).await.unwrap();
+    conn.write_all(b"one\ntwo\nthree\n").await.unwrap();
+    conn.flush().await.unwrap();
+    let stopping = tokio::spawn(server.shutdown());
+    let mut replies = Vec::new();
+    within(conn.read_to_end(&mut replies)).await.unwrap();
+    // Closed, so that the server need not linger for our end.
+    drop(conn);
+    within(stopping).await.unwrap();
+    let replies = String::from_utf8(replies).unwrap();
+    let lines: Vec<&str> = replies.lines().collect();
+    assert_eq!(lines.len(), 3, "{replies}");
+    for (line, sent) in lines.iter().zip(["one", "two", "three"]) {
+        assert!(line.ends_with(&format!("] {sent}")), "{replies}");
+    }
+}

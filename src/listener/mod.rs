@@ -60,7 +60,7 @@ fn tls_upgrade(ctx: &ListenerCtx, shared: &Shared) -> Option<TlsUpgrade> {
         handshakes: shared.tls_handshakes.clone(),
         timeout: shared.options.tls.handshake_timeout,
         counters: ctx.tls.clone()?,
-        shutdown: shared.shutdown.clone(),
+        abort: shared.abort.clone(),
     })
 }
 
@@ -224,7 +224,7 @@ mod tests {
             handshakes: Arc::new(tokio::sync::Semaphore::new(1)),
             timeout: std::time::Duration::from_secs(1),
             counters: ctx.tls.clone().unwrap(),
-            shutdown: shared.shutdown.clone(),
+            abort: shared.abort.clone(),
         };
         let fut = admit(sock, &upgrade, None, Vec::new(), &ctx, &shared).unwrap();
         let size = std::mem::size_of_val(&fut);

@@ -35,8 +35,11 @@ pub struct TlsUpgrade {
     pub handshakes: Arc<Semaphore>,
     pub timeout: Duration,
     pub counters: Arc<TlsCounters>,
-    /// A server that stops abandons handshakes: nothing was received yet.
-    pub shutdown: CancellationToken,
+    /// The drain deadline: a handshake under way when the server starts
+    /// to stop is finished (in TLS 1.3 the client's first lines may follow
+    /// its Finished message at once, and the drain promise covers them);
+    /// only the drain's end abandons it.
+    pub abort: CancellationToken,
 }
 
 /// The session is boxed: rustls's connection state is large, and inline it
@@ -56,11 +59,11 @@ impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
         // The configuration current now serves this handshake to its end,
         // whatever a reload does meanwhile.
         let acceptor = TlsAcceptor::from(self.tls.config());
-        let (timeout, shutdown) = (self.timeout, self.shutdown.clone());
+        let (timeout, abort) = (self.timeout, self.abort.clone());
         Upgraded::Handshake(Box::pin(async move {
             let result = tokio::select! {
                 done = tokio::time::timeout(timeout, acceptor.accept(accepted)) => done,
-                _ = shutdown.cancelled() => return Err(io::Error::other("server stopping")),
+                _ = abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
             };
             drop(permit);
             match result {
@@ -81,5 +84,81 @@ impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsSettings;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A certificate and key for localhost, as PEM files in `dir`.
+    fn write_identity(dir: &std::path::Path) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        crate::tls::certs::fingerprint(cert.der())
+    }
+
+    /// A handshake keeps the configuration it started with: a reload while
+    /// it is under way changes the certificate of the next one only.
+    #[tokio::test]
+    async fn a_handshake_under_way_finishes_on_the_certificate_it_started_with() {
+        let dir = std::env::temp_dir().join(format!("tsecho-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = write_identity(&dir);
+        let settings = TlsSettings {
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            ..TlsSettings::default()
+        };
+        let upgrade = TlsUpgrade {
+            tls: Arc::new(ServerTls::load(&settings, "h").unwrap()),
+            handshakes: Arc::new(Semaphore::new(4)),
+            timeout: Duration::from_secs(10),
+            counters: Arc::default(),
+            abort: CancellationToken::new(),
+        };
+        let (client_side, server_side) = tokio::io::duplex(64 * 1024);
+        let Upgraded::Handshake(handshake) = upgrade.upgrade(server_side) else {
+            panic!("TLS has a handshake");
+        };
+        let new = write_identity(&dir);
+        upgrade.tls.reload();
+        let served = tokio::spawn(async move {
+            let mut stream = handshake.await.unwrap();
+            let mut line = [0; 5];
+            stream.read_exact(&mut line).await.unwrap();
+            stream.write_all(&line).await.unwrap();
+            stream.flush().await.unwrap();
+        });
+        let client = crate::tls::client::ClientTlsArgs {
+            insecure: true,
+            ..Default::default()
+        }
+        .for_host("localhost")
+        .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut stream = client.connector.connect(name, client_side).await.unwrap();
+        stream.write_all(b"ping\n").await.unwrap();
+        let mut echoed = [0; 5];
+        stream.read_exact(&mut echoed).await.unwrap();
+        served.await.unwrap();
+        let seen = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(crate::tls::certs::fingerprint(&seen), old);
+        assert_ne!(old, new);
+        assert_eq!(
+            upgrade
+                .tls
+                .reloads
+                .ok
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }
