@@ -40,9 +40,9 @@ fn time_format(s: &str) -> Result<TimeFormat, String> {
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// Listener URL, repeatable: tcp://HOST:PORT, udp://HOST:PORT,
-    /// unix:///path, unixgram:///path, unix://@abstract, with an optional
-    /// service prefix (echo+tcp://:7). Default: tcp://:21567 and udp://:21567.
+    /// Listener URL, repeatable: tcp://HOST:PORT, tls://HOST:PORT,
+    /// udp://HOST:PORT, unix:///path, unixgram:///path, unix://@abstract,
+    /// with an optional service prefix (echo+tcp://:7). Default: tcp://:21567 and udp://:21567.
     #[arg(
         long,
         short = 'l',
