@@ -56,6 +56,33 @@ fn piped_client_prints_one_stamped_line_per_input_line() {
     );
 }
 
+/// Pass: when the server closes first (daytime answers and closes), the
+/// piped client prints the reply and ends although its stdin stays open;
+/// it used to wait for stdin's end.
+#[test]
+fn piped_client_ends_when_the_server_closes_with_stdin_still_open() {
+    let server = ServeProcess::start(&["-l", "daytime+tcp://127.0.0.1:0"], 1);
+    let mut client = Command::new(tsecho_bin())
+        .args(["client", &format!("tcp://{}", server.addr(0))])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _open_stdin = client.stdin.take();
+    let (done, ended) = std::sync::mpsc::channel();
+    let mut stdout = client.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut printed);
+        let _ = done.send(printed);
+    });
+    let printed = ended.recv_timeout(common::READ_DEADLINE);
+    let _ = client.kill();
+    let printed = printed.expect("the client kept running after the server closed");
+    assert!(printed.ends_with("\r\n"), "{printed:?}");
+    assert!(client.wait().unwrap().success());
+}
+
 #[test]
 fn piped_client_over_udp_unix_and_unixgram() {
     let stream_path = socket_path("cli-stream");

@@ -57,10 +57,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let stream = runtime.block_on(connector.connect())?;
     if interactive {
         converse(&runtime, stream)?;
-    } else {
-        runtime.block_on(pipe(stream))?;
+        return Ok(0);
     }
-    Ok(0)
+    let piped = runtime.block_on(pipe(stream));
+    // Stdin is read on a blocking thread that nothing can interrupt; once
+    // the server has closed, the client ends without waiting for it, as
+    // nc and socat do.
+    runtime.shutdown_background();
+    piped.map(|()| 0)
 }
 
 /// Lines typed at a prompt (an empty line or Ctrl-D ends), or read from a pipe.
