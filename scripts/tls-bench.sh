@@ -14,17 +14,10 @@
 set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-5}
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${TSECHO_BIN:-$here/target/release/tsecho}
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
-openssl req -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 1 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
-cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+# shellcheck source=scripts/tls-common.sh
+source "$(dirname "$0")/tls-common.sh"
 tick=$(getconf CLK_TCK)
 
-wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.1; done; }
 # CPU time (user + system, in ticks) of the given pids.
 cpu() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 

@@ -9,17 +9,10 @@
 set -euo pipefail
 N=${1:-10000}
 HN=${2:-9000}
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${TSECHO_BIN:-$here/target/release/tsecho}
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem" 2>/dev/null
-openssl req -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 1 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
-cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+# shellcheck source=scripts/tls-common.sh
+source "$(dirname "$0")/tls-common.sh"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.1; done; }
 
 # Holds N connections to port $2 while measuring the RSS of pid $1.
 measure() {
@@ -64,4 +57,4 @@ CFG
 haproxy -db -f "$work/haproxy.cfg" &
 hp=$!
 wait_port $p3
-measure $hp $p3 "$HN" "haproxy ssl (nbthread default)"
+measure $hp $p3 "$HN" "haproxy ssl"

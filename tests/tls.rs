@@ -84,20 +84,11 @@ sys.stdout.flush()
     command
 }
 
+/// The CA-signed server certificate, with /metrics for the counters.
 fn serve_tls(pki: &Pki, extra: &[&str]) -> ServeProcess {
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut args = vec![
-        "-l",
-        "tls://127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--metrics",
-        "tcp://127.0.0.1:0",
-    ];
+    let mut args = vec!["--metrics", "tcp://127.0.0.1:0"];
     args.extend_from_slice(extra);
-    ServeProcess::start(&args, 1)
+    pki::serve_tls(&pki.path("server.pem"), &pki.path("server.key"), &args)
 }
 
 /// The value of one /metrics sample whose line starts with `prefix`.
@@ -391,17 +382,7 @@ fn rsa_ecdsa_and_ed25519_keys_made_by_openssl_serve() {
         );
         let made = Command::new("sh").args(["-c", &script]).output().unwrap();
         assert!(made.status.success(), "{kind}: {made:?}");
-        let server = ServeProcess::start(
-            &[
-                "-l",
-                "tls://127.0.0.1:0",
-                "--tls-cert",
-                &cert,
-                "--tls-key",
-                &key,
-            ],
-            1,
-        );
+        let server = pki::serve_tls(&cert, &key, &[]);
         let mut openssl = Command::new("openssl");
         openssl.args([
             "s_client",

@@ -129,17 +129,7 @@ fn certificates_reload_without_dropping_a_connection() {
     }
     let pki = Pki::new("reload");
     let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut server = ServeProcess::start(
-        &[
-            "-l",
-            "tls://127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-        1,
-    );
+    let mut server = pki::serve_tls(&cert, &key, &[]);
     let addr = server.addr(0);
     let (first, second) = (
         fingerprint_of(&pki, "server.pem"),
@@ -294,32 +284,40 @@ fn haproxy_terminates_reencrypts_and_passes_tls_through() {
     assert!(reply.ends_with("] re-encrypted\n"), "{reply}");
 }
 
-/// Pass: echo, daytime, time, discard and chargen behave over tls:// as
-/// over tcp://, through the library's own client.
-#[tokio::test]
-async fn every_service_works_over_tls() {
-    let options = tsecho::Options {
+/// A server with a certificate made for the test run.
+fn self_signed() -> tsecho::Options {
+    tsecho::Options {
         tls: TlsSettings {
             self_signed: true,
             ..TlsSettings::default()
         },
         ..tsecho::Options::default()
-    };
-    let mut builder = tsecho::Server::builder().options(options);
+    }
+}
+
+/// The library's client, taking the self-signed certificate on trust.
+fn insecure() -> ClientTlsArgs {
+    ClientTlsArgs {
+        insecure: true,
+        ..ClientTlsArgs::default()
+    }
+}
+
+/// Pass: echo, daytime, time, discard and chargen behave over tls:// as
+/// over tcp://, through the library's own client.
+#[tokio::test]
+async fn every_service_works_over_tls() {
+    let mut builder = tsecho::Server::builder().options(self_signed());
     for service in ["echo", "daytime", "time", "discard", "chargen"] {
         builder = builder
             .listen(&format!("{service}+tls://127.0.0.1:0"))
             .unwrap();
     }
     let server = builder.start().await.unwrap();
-    let insecure = ClientTlsArgs {
-        insecure: true,
-        ..ClientTlsArgs::default()
-    };
     let mut replies = Vec::new();
     for listening in server.listeners() {
         let connector =
-            Connector::new(&listening.endpoint, Duration::from_secs(10), &insecure).unwrap();
+            Connector::new(&listening.endpoint, Duration::from_secs(10), &insecure()).unwrap();
         let service = listening.endpoint.service;
         let mut conn = within(connector.connect()).await.unwrap();
         conn.write_all(b"ping\n").await.unwrap();
@@ -357,26 +355,15 @@ async fn every_service_works_over_tls() {
 /// is told to stop are all answered, then the session ends cleanly.
 #[tokio::test]
 async fn a_draining_tls_listener_answers_every_line_it_received() {
-    let options = tsecho::Options {
-        tls: TlsSettings {
-            self_signed: true,
-            ..TlsSettings::default()
-        },
-        ..tsecho::Options::default()
-    };
     let server = tsecho::Server::builder()
-        .options(options)
+        .options(self_signed())
         .listen("tls://127.0.0.1:0")
         .unwrap()
         .start()
         .await
         .unwrap();
     let endpoint = server.listeners()[0].endpoint.clone();
-    let insecure = ClientTlsArgs {
-        insecure: true,
-        ..ClientTlsArgs::default()
-    };
-    let connector = Connector::new(&endpoint, Duration::from_secs(10), &insecure).unwrap();
+    let connector = Connector::new(&endpoint, Duration::from_secs(10), &insecure()).unwrap();
     let mut conn = within(connector.connect()).await.unwrap();
     conn.write_all(b"one\ntwo\nthree\n").await.unwrap();
     conn.flush().await.unwrap();

@@ -10,6 +10,21 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
+/// `tsecho serve -l tls://127.0.0.1:0` with this certificate and key
+/// (paths), and `extra` arguments after them.
+pub fn serve_tls(cert: &str, key: &str, extra: &[&str]) -> crate::common::ServeProcess {
+    let mut args = vec![
+        "-l",
+        "tls://127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    crate::common::ServeProcess::start(&args, 1)
+}
+
 /// A directory of PEM files, removed when dropped.
 pub struct Pki {
     pub dir: PathBuf,
