@@ -16,6 +16,9 @@ pub const EX_UNAVAILABLE: i32 = 69;
 pub const EX_SOFTWARE: i32 = 70;
 /// Input/output error.
 pub const EX_IOERR: i32 = 74;
+/// Remote error in protocol: a TLS handshake that failed (an untrusted
+/// certificate, a refused client certificate, no common version).
+pub const EX_PROTOCOL: i32 = 76;
 /// Temporary failure: timed out, no answer.
 pub const EX_TEMPFAIL: i32 = 75;
 /// Permission denied.
@@ -71,6 +74,12 @@ pub fn io_exit_code(err: &io::Error) -> i32 {
     use io::ErrorKind::*;
     if is_unknown_host(err) {
         return EX_NOHOST;
+    }
+    if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+    {
+        return EX_PROTOCOL;
     }
     match err.kind() {
         PermissionDenied => EX_NOPERM,

@@ -173,6 +173,46 @@ fn outside_tls_clients_get_stamped_replies() {
     }
 }
 
+/// Pass: tsecho's own client verifies the server: the right CA is served,
+/// a CA that did not sign it and a name the certificate does not carry
+/// (`--sni`) are refused with exit 76 and the reason, and `--insecure`
+/// is served with a warning.
+#[test]
+fn our_client_verifies_the_server_and_says_why_not() {
+    let pki = Pki::new("verify");
+    let server = serve_tls(&pki, &[]);
+    let url = format!("tls://localhost:{}", server.addr(0).port());
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(tsecho_bin());
+        command.args(["client", &url]).args(extra);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let (ca, rogue) = (pki.path("ca.pem"), pki.path("rogue-client.pem"));
+    let cases: [(&[&str], Option<i32>, &str); 4] = [
+        (&["--ca", &ca], Some(0), ""),
+        (&["--ca", &rogue], Some(76), "invalid peer certificate"),
+        (
+            &["--ca", &ca, "--sni", "elsewhere.example"],
+            Some(76),
+            "invalid peer certificate",
+        ),
+        (&["--insecure"], Some(0), "not verified"),
+    ];
+    for (extra, code, said) in cases {
+        let out = run(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), code, "{extra:?}: {stderr}");
+        assert!(stderr.contains(said), "{extra:?}: {stderr}");
+    }
+}
+
 /// Pass: with a client CA, no certificate and one from another CA are
 /// refused and counted by reason, TLS 1.1 is refused, and a valid client
 /// certificate is served with its subject in `{client_cert}`, as openssl
