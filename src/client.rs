@@ -14,6 +14,7 @@ use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::tls::client::{ClientTls, ClientTlsArgs};
+use crate::transport::tls::Unvectored;
 
 /// A connected byte stream: TCP, TLS or Unix.
 pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -110,7 +111,10 @@ impl Connector {
                 };
                 return Ok((stream, opened));
             };
-            let secured = tls.connector.connect(tls.name.clone(), stream).await?;
+            let secured = tls
+                .connector
+                .connect(tls.name.clone(), Unvectored(stream))
+                .await?;
             let opened = Opened {
                 connect,
                 handshake: Some(started.elapsed() - connect),

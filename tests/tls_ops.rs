@@ -380,3 +380,95 @@ async fn a_draining_tls_listener_answers_every_line_it_received() {
         assert!(line.ends_with(&format!("] {sent}")), "{replies}");
     }
 }
+
+/// Pass: a PROXY header and the ClientHello arriving in one segment (as
+/// they do when a balancer forwards at once) both reach their reader: the
+/// header names the client, the rest goes to the handshake. Before, the
+/// ClientHello's first bytes were taken for plaintext and the handshake
+/// hung (HAProxy's passthrough test failed one run in four).
+#[test]
+fn a_proxy_header_and_client_hello_in_one_write_are_both_read() {
+    use std::io::Read;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = tsecho::Options {
+        proxy_trusted: vec!["127.0.0.1/32".parse().unwrap()],
+        reply_template: Some(std::sync::Arc::new("{peer} {msg}".parse().unwrap())),
+        ..self_signed()
+    };
+    let server = runtime.block_on(async {
+        tsecho::Server::builder()
+            .options(options)
+            .listen("proxy+tls://127.0.0.1:0")
+            .unwrap()
+            .start()
+            .await
+            .unwrap()
+    });
+    let addr = server.tls_addr().unwrap();
+    let client_config = rustls_client_config();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(client_config, name).unwrap();
+    let mut first = b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 443\r\n".to_vec();
+    tls.write_tls(&mut first).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(common::READ_DEADLINE)).unwrap();
+    sock.write_all(&first).unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, sock);
+    stream.write_all(b"one segment\n").unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0; 1];
+    while !reply.ends_with(b"\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "{reply:?}");
+        reply.push(byte[0]);
+    }
+    assert_eq!(reply, b"192.0.2.7:4321 one segment\n");
+    drop(stream);
+    runtime.block_on(server.shutdown());
+}
+
+/// A rustls client that takes any certificate (the server's is made for
+/// the run), for driving a handshake by hand.
+fn rustls_client_config() -> std::sync::Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct Any;
+    impl rustls::client::danger::ServerCertVerifier for Any {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            tsecho::tls::provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(tsecho::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(Any))
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}

@@ -113,7 +113,7 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
     sock: S,
     upgrade: &U,
     peer: Option<SocketAddr>,
-    early_input: Vec<u8>,
+    mut early_input: Vec<u8>,
     listener: &Arc<ListenerCtx>,
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -131,9 +131,12 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
             return None;
         }
     };
+    let origin = origin_for(shared, &sock, peer);
+    // A handshake takes what came with the PROXY header as its own.
+    let upgraded = upgrade.upgrade(sock, &mut early_input);
     let handover = Handover {
         admission,
-        origin: origin_for(shared, &sock, peer),
+        origin,
         early_input,
         log: shared.options.log_connections.then(|| {
             Box::new(ConnectionLog {
@@ -143,7 +146,7 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
         }),
     };
     let (listener, shared) = (listener.clone(), shared.clone());
-    Some(match upgrade.upgrade(sock) {
+    Some(match upgraded {
         Upgraded::Ready(stream) => Either::Left(stream::serve(stream, listener, shared, handover)),
         Upgraded::Handshake(handshake) => Either::Right(Box::pin(async move {
             match handshake.await {
@@ -240,7 +243,11 @@ mod tests {
     impl Upgrade<tokio::io::DuplexStream> for Greeted {
         type Stream = tokio::io::DuplexStream;
 
-        fn upgrade(&self, mut accepted: tokio::io::DuplexStream) -> Upgraded<Self::Stream> {
+        fn upgrade(
+            &self,
+            mut accepted: tokio::io::DuplexStream,
+            _early: &mut Vec<u8>,
+        ) -> Upgraded<Self::Stream> {
             Upgraded::Handshake(Box::pin(async move {
                 let mut hello = [0; 6];
                 accepted.read_exact(&mut hello).await?;
