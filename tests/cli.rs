@@ -83,6 +83,30 @@ fn piped_client_ends_when_the_server_closes_with_stdin_still_open() {
     assert!(client.wait().unwrap().success());
 }
 
+/// Pass: `tsecho ping | head -1`: once its reader has gone, ping ends with
+/// the status of a C tool killed by SIGPIPE (141), without a panic.
+#[test]
+fn ping_into_a_closed_pipe_ends_quietly() {
+    let server = ServeProcess::start(&["-l", "tcp://127.0.0.1:0"], 1);
+    let mut ping = Command::new(tsecho_bin())
+        .args(["ping", &format!("tcp://{}", server.addr(0))])
+        .args(["--count", "50", "--interval", "10ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(ping.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: the next line ping prints meets a closed pipe.
+    assert!(first.starts_with("PING "), "{first}");
+    let out = ping.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
 #[test]
 fn piped_client_over_udp_unix_and_unixgram() {
     let stream_path = socket_path("cli-stream");

@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     });
     let report = runtime.block_on(drive(run.clone()))?;
     if run.args.json {
-        println!("{}", report.json(&run));
+        say!("{}", report.json(&run));
     } else {
         report.print(&run);
     }
@@ -493,7 +493,7 @@ impl Report {
             None if a.reconnect => "a new connection per request".into(),
             None => "closed loop".into(),
         };
-        println!(
+        say!(
             "tsecho bench {}: {} connections, pipeline {}, {}-byte requests, {:.1} s measured after {:.1} s warmup, {mode}",
             run.endpoint,
             a.conns,
@@ -502,13 +502,13 @@ impl Report {
             self.secs,
             a.warmup.as_secs_f64()
         );
-        println!(
+        say!(
             "  requests   {:>12}  {:>12.0} req/s  {:>8.2} MiB/s",
             self.replies,
             self.rps(),
             self.rps() * a.size as f64 / (1024.0 * 1024.0)
         );
-        println!(
+        say!(
             "  latency    p50 {:.1} us  p90 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
             self.micros(0.5),
             self.micros(0.9),
@@ -516,7 +516,7 @@ impl Report {
             self.micros(0.999),
             self.hist.max() as f64 / 1000.0
         );
-        println!(
+        say!(
             "  errors {}  mismatches {}  lost {}  late {}",
             c.errors.load(Ordering::Relaxed),
             c.mismatches.load(Ordering::Relaxed),

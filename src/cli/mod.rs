@@ -1,6 +1,18 @@
 //! The `tsecho` command line: one module per subcommand, each with its clap
 //! arguments next to the function that runs it.
 
+/// `println!` that ends the program when its stdout has gone (`| head`),
+/// with the status a C tool killed by SIGPIPE reports (141), instead of
+/// panicking as `println!` does.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 pub mod bench;
 pub mod check_config;
 pub mod client;

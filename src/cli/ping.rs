@@ -149,7 +149,7 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
         let (stream, opened) = connector.connect_timed().await?;
         (Channel::Stream(BufReader::new(stream)), Some(opened))
     };
-    println!("PING {endpoint}");
+    say!("PING {endpoint}");
     if let Some(opened) = opened {
         print_opened(&opened);
     }
@@ -168,7 +168,7 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
         match answered {
             Ok(Ok(())) => match probe_from(sent, rtt, &reply) {
                 Some(probe) => {
-                    println!(
+                    say!(
                         "reply from {endpoint}: seq={seq} time={:.3} ms offset={:+.6} s ±{:.6} s",
                         ms(rtt),
                         probe.offset(),
@@ -176,14 +176,14 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
                     );
                     probes.push(probe);
                 }
-                None => println!(
+                None => say!(
                     "reply from {endpoint}: seq={seq} time={:.3} ms (no timestamp in {:?})",
                     ms(rtt),
                     String::from_utf8_lossy(&reply)
                 ),
             },
-            Ok(Err(e)) => println!("seq={seq}: {e}"),
-            Err(_) => println!("seq={seq}: no reply within {:?}", args.timeout),
+            Ok(Err(e)) => say!("seq={seq}: {e}"),
+            Err(_) => say!("seq={seq}: no reply within {:?}", args.timeout),
         }
     }
     print_summary(&endpoint, args.count, &probes);
@@ -193,12 +193,12 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
 /// The connection's set-up, apart from the round trips that follow.
 fn print_opened(opened: &Opened) {
     match opened.handshake {
-        Some(handshake) => println!(
+        Some(handshake) => say!(
             "connected in {:.3} ms, TLS handshake {:.3} ms",
             ms(opened.connect),
             ms(handshake)
         ),
-        None => println!("connected in {:.3} ms", ms(opened.connect)),
+        None => say!("connected in {:.3} ms", ms(opened.connect)),
     }
 }
 
@@ -209,8 +209,8 @@ fn ms(d: Duration) -> f64 {
 fn print_summary(endpoint: &Endpoint, sent: u32, probes: &[Probe]) {
     let answered = probes.len() as u32;
     let loss = 100.0 * f64::from(sent - answered) / f64::from(sent.max(1));
-    println!("--- {endpoint} ping statistics ---");
-    println!("{sent} probes sent, {answered} answered, {loss:.0}% loss");
+    say!("--- {endpoint} ping statistics ---");
+    say!("{sent} probes sent, {answered} answered, {loss:.0}% loss");
     if probes.is_empty() {
         return;
     }
@@ -220,9 +220,9 @@ fn print_summary(endpoint: &Endpoint, sent: u32, probes: &[Probe]) {
     let mdev = (rtts.iter().map(|r| (r - avg).powi(2)).sum::<f64>() / n).sqrt();
     let min = rtts.iter().copied().fold(f64::INFINITY, f64::min);
     let max = rtts.iter().copied().fold(0.0, f64::max);
-    println!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
+    say!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
     let combined = combine(probes);
-    println!(
+    say!(
         "clock offset {:+.6} s ±{:.6} s (server minus local, from {} probes)",
         combined.offset(),
         combined.uncertainty(),
