@@ -117,7 +117,7 @@ pub fn metric(server: &mut ServeProcess, prefix: &str) -> u64 {
 #[test]
 fn outside_tls_clients_get_stamped_replies() {
     let pki = Pki::new("clients");
-    let server = serve_tls(&pki, &[]);
+    let mut server = serve_tls(&pki, &[]);
     let addr = server.addr(0);
     let (port, ca) = (addr.port().to_string(), pki.path("ca.pem"));
     let target = format!("localhost:{port}");
@@ -171,6 +171,64 @@ fn outside_tls_clients_get_stamped_replies() {
         let reply = converse(&mut python_client(&pki, addr, None), line);
         assert_stamped(reply, line, "python3");
     }
+    // Sessions are counted per version: openssl's -tls1_2 was one.
+    if have_tool("openssl") {
+        assert_eq!(sessions(&mut server, "TLSv1.2"), 1);
+        assert!(sessions(&mut server, "TLSv1.3") >= 1);
+    }
+}
+
+fn sessions(server: &mut ServeProcess, version: &str) -> u64 {
+    let listener = server.listening[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    metric(
+        server,
+        &format!(
+            "tsecho_tls_connections_total{{listener=\"{listener}\",service=\"stamp\",version=\"{version}\"}}"
+        ),
+    )
+}
+
+/// Pass: with `--tls-client-auth optional`, a client without a certificate
+/// is served with `{client_cert}` empty, one with a certificate shows its
+/// subject, and `{sni}` is the name the client asked for.
+#[test]
+fn optional_client_auth_serves_both_and_shows_the_name_asked_for() {
+    let pki = Pki::new("optional");
+    let ca = pki.path("ca.pem");
+    let server = serve_tls(
+        &pki,
+        &[
+            "--tls-client-ca",
+            &ca,
+            "--tls-client-auth",
+            "optional",
+            "--reply-template",
+            "{sni}|{client_cert}| {msg}",
+        ],
+    );
+    let url = format!("tls://127.0.0.1:{}", server.addr(0).port());
+    let mut anonymous = Command::new(tsecho_bin());
+    anonymous.args(["client", &url, "--ca", &ca, "--sni", "localhost"]);
+    let reply = converse(&mut anonymous, "anonymous\n").expect("served without a certificate");
+    assert_eq!(reply, "localhost|| anonymous");
+    let mut alice = Command::new(tsecho_bin());
+    alice.args(["client", &url, "--ca", &ca, "--sni", "localhost"]);
+    alice.args([
+        "--cert",
+        &pki.path("client.pem"),
+        "--key",
+        &pki.path("client.key"),
+    ]);
+    let reply = converse(&mut alice, "alice\n").expect("served with a certificate");
+    assert!(
+        reply.starts_with("localhost|") && reply.contains("CN=alice"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("| alice"), "{reply}");
 }
 
 /// Pass: tsecho's own client verifies the server: the right CA is served,
