@@ -14,7 +14,7 @@ use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::tls::client::{ClientTls, ClientTlsArgs};
-use crate::transport::tls::Unvectored;
+use crate::transport::tls::TlsSocket;
 
 /// A connected byte stream: TCP, TLS or Unix.
 pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -113,7 +113,7 @@ impl Connector {
             };
             let secured = tls
                 .connector
-                .connect(tls.name.clone(), Unvectored(stream))
+                .connect(tls.name.clone(), TlsSocket::new(stream))
                 .await?;
             let opened = Opened {
                 connect,

@@ -12,9 +12,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A connected byte stream: anything that reads and writes asynchronously.
 /// `tokio::io::duplex` qualifies as it is, which is how the connection
@@ -95,72 +94,5 @@ impl<S: ByteStream> Upgrade<S> for Plain {
 
     fn upgrade(&self, accepted: S, _early: &mut Vec<u8>) -> Upgraded<S> {
         Upgraded::Ready(accepted)
-    }
-}
-
-/// A stream whose first bytes were already read from it (with a PROXY
-/// header): they are read again first, then the stream itself.
-pub struct Prefixed<S> {
-    early: Vec<u8>,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(early: Vec<u8>, inner: S) -> Self {
-        Prefixed { early, inner }
-    }
-
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.early.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.early.len().min(buf.remaining());
-        buf.put_slice(&self.early[..n]);
-        self.early.drain(..n);
-        if self.early.is_empty() {
-            // Nothing of it stays with an idle connection.
-            self.early = Vec::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

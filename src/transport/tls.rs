@@ -11,39 +11,63 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{ByteStream, Prefixed, Upgrade, Upgraded};
+use super::{ByteStream, Upgrade, Upgraded};
 use crate::tls::counters::{Failure, TlsCounters};
 use crate::tls::{ServerTls, SessionInfo};
 
-/// The socket under a TLS session, server's or client's. rustls hands its
-/// records over as a vector, nearly always of one buffer, and writev(2)
-/// costs the kernel more per call than send(2) (perf: about 0.15 µs per
-/// reply), so one buffer goes out through the plain write.
-pub struct Unvectored<S>(pub S);
+/// The socket under a TLS session, server's or client's, as rustls needs
+/// it: bytes already read with a PROXY header are read again first (they
+/// are the start of the ClientHello), and a record buffer handed over
+/// alone goes out with send(2) rather than writev(2), which costs the
+/// kernel more per call (perf: about 0.15 µs per reply); rustls hands its
+/// records over as a vector, nearly always of one.
+pub struct TlsSocket<S> {
+    early: Vec<u8>,
+    inner: S,
+}
 
-impl<S: AsyncRead + Unpin> AsyncRead for Unvectored<S> {
+impl<S> TlsSocket<S> {
+    pub fn new(inner: S) -> Self {
+        Self::with_early(Vec::new(), inner)
+    }
+
+    pub fn with_early(early: Vec<u8>, inner: S) -> Self {
+        TlsSocket { early, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TlsSocket<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if self.early.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.early.len().min(buf.remaining());
+        buf.put_slice(&self.early[..n]);
+        self.early.drain(..n);
+        if self.early.is_empty() {
+            // Nothing of it stays with an idle connection.
+            self.early = Vec::new();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Unvectored<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TlsSocket<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -52,27 +76,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unvectored<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match bufs {
-            [one] => Pin::new(&mut self.0).poll_write(cx, one),
-            many => Pin::new(&mut self.0).poll_write_vectored(cx, many),
+            [one] => Pin::new(&mut self.inner).poll_write(cx, one),
+            many => Pin::new(&mut self.inner).poll_write_vectored(cx, many),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
-impl<S: ByteStream> ByteStream for TlsStream<Unvectored<Prefixed<S>>> {
+impl<S: ByteStream> ByteStream for TlsStream<TlsSocket<S>> {
     fn local_text(&self) -> String {
-        self.get_ref().0.0.inner().local_text()
+        self.get_ref().0.inner.local_text()
     }
 
     fn tls_info(&self) -> Option<SessionInfo> {
@@ -99,7 +123,7 @@ pub struct TlsUpgrade {
 /// would be laid out in every TLS connection's task twice over (measured:
 /// 16 KiB per idle connection, against the 16 KiB limit).
 impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
-    type Stream = Box<TlsStream<Unvectored<Prefixed<S>>>>;
+    type Stream = Box<TlsStream<TlsSocket<S>>>;
 
     fn upgrade(&self, accepted: S, early: &mut Vec<u8>) -> Upgraded<Self::Stream> {
         let counters = self.counters.clone();
@@ -113,8 +137,7 @@ impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
         // whatever a reload does meanwhile.
         let acceptor = TlsAcceptor::from(self.tls.config());
         let (timeout, abort) = (self.timeout, self.abort.clone());
-        // What came with a PROXY header is the start of the ClientHello.
-        let accepted = Unvectored(Prefixed::new(std::mem::take(early), accepted));
+        let accepted = TlsSocket::with_early(std::mem::take(early), accepted);
         Upgraded::Handshake(Box::pin(async move {
             let result = tokio::select! {
                 done = tokio::time::timeout(timeout, acceptor.accept(accepted)) => done,
