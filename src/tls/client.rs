@@ -56,15 +56,18 @@ impl ClientTlsArgs {
         })
     }
 
-    fn config(&self) -> Result<ClientConfig, Error> {
-        let builder = ClientConfig::builder_with_provider(super::provider())
+    /// The rustls configuration these flags make, for a client that drives
+    /// rustls itself.
+    pub fn config(&self) -> Result<ClientConfig, Error> {
+        let provider = super::provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(super::VERSIONS)
             .map_err(|e| Error::Tls(e.to_string()))?;
         let builder = if self.insecure {
             eprintln!("tsecho: warning: --insecure: the server's certificate is not verified");
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         } else {
             builder.with_root_certificates(self.roots()?)
         };
@@ -103,8 +106,10 @@ impl ClientTlsArgs {
 /// `--insecure`: any certificate is taken, though the handshake's
 /// signatures are still checked (the session is encrypted, just to whom is
 /// unknown), as curl -k does.
+/// Holds its provider: building one per verified signature would be work
+/// done again on every handshake.
 #[derive(Debug)]
-struct AnyCertificate;
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -128,7 +133,7 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &super::provider().signature_verification_algorithms,
+            &self.0.signature_verification_algorithms,
         )
     }
 
@@ -142,13 +147,11 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &super::provider().signature_verification_algorithms,
+            &self.0.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        super::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
