@@ -139,27 +139,34 @@ impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
         let (timeout, abort) = (self.timeout, self.abort.clone());
         let accepted = TlsSocket::with_early(std::mem::take(early), accepted);
         Upgraded::Handshake(Box::pin(async move {
+            let mut accept = acceptor.accept(accepted).into_fallible();
             let result = tokio::select! {
-                done = tokio::time::timeout(timeout, acceptor.accept(accepted)) => done,
+                done = tokio::time::timeout(timeout, &mut accept) => done,
                 _ = abort.cancelled() => return Err(io::Error::other("drain timeout reached")),
             };
+            // A failure is counted and its place given back before the
+            // socket closes: a client that sees its connection end may
+            // connect again at once, and must find both done.
+            let failure = match &result {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(Failure::of(e)),
+                Err(_) => Some(Failure::Timeout),
+            };
+            if let Some(failure) = failure {
+                counters.count_failure(failure);
+            }
             drop(permit);
+            drop(accept);
             match result {
                 Ok(Ok(stream)) => {
                     counters.count_established(stream.get_ref().1.protocol_version());
                     Ok(Box::new(stream))
                 }
-                Ok(Err(e)) => {
-                    counters.count_failure(Failure::of(&e));
-                    Err(e)
-                }
-                Err(_) => {
-                    counters.count_failure(Failure::Timeout);
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "TLS handshake timed out",
-                    ))
-                }
+                Ok(Err((e, _socket))) => Err(e),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
             }
         }))
     }
