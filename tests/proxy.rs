@@ -7,10 +7,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, free_tcp_port, have_tool, start_with};
+use common::{Haproxy, ServeProcess, free_tcp_port, have_tool, start_with};
 use socket2::{Domain, Socket, Type};
 use tsecho::Options;
 
@@ -110,16 +109,6 @@ async fn a_proxy_header_that_never_comes_is_given_up_after_3_s() {
     assert_eq!(server.stats().proxy_rejected_malformed, 1);
 }
 
-/// HAProxy in the foreground on a free port, stopped on drop.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One line through the balancer from 127.0.0.9: (instance, peer) of the reply.
 fn ask_through(frontend: SocketAddr, line: &str) -> Option<(String, String)> {
     let mut conn = connect_from("127.0.0.9", frontend);
@@ -181,17 +170,7 @@ fn three_instances_behind_haproxy_see_the_client_and_survive_a_stop() {
     let config = format!(
         "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  retries 3\n  option redispatch\nfrontend fe\n  bind {frontend}\n  default_backend be\nbackend be\n  balance roundrobin\n{servers}"
     );
-    let path = std::env::temp_dir().join(format!("tsecho-haproxy-{}.cfg", frontend.port()));
-    std::fs::write(&path, config).unwrap();
-    let _haproxy = Haproxy(
-        Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _haproxy = Haproxy::start(&config, "proxy");
     // Ready once every instance has answered through the balancer.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen = std::collections::BTreeSet::new();
@@ -222,5 +201,4 @@ fn three_instances_behind_haproxy_see_the_client_and_survive_a_stop() {
     eprintln!("after stopping t2: {served:?}");
     assert!(!served.contains_key("t2"));
     assert_eq!(served.len(), 2, "{served:?}");
-    let _ = std::fs::remove_file(&path);
 }

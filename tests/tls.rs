@@ -178,20 +178,6 @@ fn outside_tls_clients_get_stamped_replies() {
     }
 }
 
-fn sessions(server: &mut ServeProcess, version: &str) -> u64 {
-    let listener = server.listening[0]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    metric(
-        server,
-        &format!(
-            "tsecho_tls_connections_total{{listener=\"{listener}\",service=\"stamp\",version=\"{version}\"}}"
-        ),
-    )
-}
-
 /// Pass: with `--tls-client-auth optional`, a client without a certificate
 /// is served with `{client_cert}` empty, one with a certificate shows its
 /// subject, and `{sni}` is the name the client asked for.
@@ -331,7 +317,9 @@ fn mutual_tls_refuses_what_it_must_and_shows_the_client() {
     assert_eq!(failures(&mut server, "bad_client_cert"), 1);
 }
 
-fn failures(server: &mut ServeProcess, reason: &str) -> u64 {
+/// A TLS counter of the server's one listener: `family` with one more
+/// label (`reason="timeout"`, `version="TLSv1.3"`).
+fn tls_count(server: &mut ServeProcess, family: &str, label: &str) -> u64 {
     let listener = server.listening[0]
         .split_whitespace()
         .next()
@@ -339,9 +327,23 @@ fn failures(server: &mut ServeProcess, reason: &str) -> u64 {
         .to_string();
     metric(
         server,
-        &format!(
-            "tsecho_tls_handshake_failures_total{{listener=\"{listener}\",service=\"stamp\",reason=\"{reason}\"}}"
-        ),
+        &format!("tsecho_tls_{family}{{listener=\"{listener}\",service=\"stamp\",{label}}}"),
+    )
+}
+
+fn failures(server: &mut ServeProcess, reason: &str) -> u64 {
+    tls_count(
+        server,
+        "handshake_failures_total",
+        &format!("reason=\"{reason}\""),
+    )
+}
+
+fn sessions(server: &mut ServeProcess, version: &str) -> u64 {
+    tls_count(
+        server,
+        "connections_total",
+        &format!("version=\"{version}\""),
     )
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, free_tcp_port, have_tool, within};
+use common::{Haproxy, ServeProcess, free_tcp_port, have_tool, within};
 use pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tsecho::client::Connector;
@@ -157,31 +157,14 @@ fn certificates_reload_without_dropping_a_connection() {
     assert!(before.ask("and still\n").ends_with("] and still\n"));
 }
 
-/// HAProxy, killed when dropped.
-struct Haproxy(Child, std::path::PathBuf);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_file(&self.1);
-    }
-}
-
-fn haproxy(config: &str, name: &str) -> Haproxy {
-    let path = std::env::temp_dir().join(format!("tsecho-{name}-{}.cfg", std::process::id()));
-    let config = format!(
-        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n{config}"
-    );
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Haproxy(child, path)
+/// HAProxy in TCP mode with `sections` (frontends and backends).
+fn haproxy(sections: &str) -> Haproxy {
+    Haproxy::start(
+        &format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n{sections}"
+        ),
+        "tls",
+    )
 }
 
 /// A session through a proxy that is still starting: retried until it
@@ -253,7 +236,7 @@ fn haproxy_terminates_reencrypts_and_passes_tls_through() {
         server.addr(1),
         server.addr(2)
     );
-    let _haproxy = haproxy(&(frontends + &backends), "tls");
+    let _haproxy = haproxy(&(frontends + &backends));
     let front = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
 
     let terminated = session_through(&pki, front(0), false, "terminated\n");
@@ -405,7 +388,7 @@ fn a_proxy_header_and_client_hello_in_one_write_are_both_read() {
             .unwrap()
     });
     let addr = server.tls_addr().unwrap();
-    let client_config = rustls_client_config();
+    let client_config = std::sync::Arc::new(insecure().config().unwrap());
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = rustls::ClientConnection::new(client_config, name).unwrap();
     let mut first = b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 443\r\n".to_vec();
@@ -424,51 +407,4 @@ fn a_proxy_header_and_client_hello_in_one_write_are_both_read() {
     assert_eq!(reply, b"192.0.2.7:4321 one segment\n");
     drop(stream);
     runtime.block_on(server.shutdown());
-}
-
-/// A rustls client that takes any certificate (the server's is made for
-/// the run), for driving a handshake by hand.
-fn rustls_client_config() -> std::sync::Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct Any;
-    impl rustls::client::danger::ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            tsecho::tls::provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(tsecho::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(Any))
-        .with_no_client_auth();
-    std::sync::Arc::new(config)
 }

@@ -190,15 +190,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    /// A connected socket, as an accept loop would hand over (the
+    /// listener is kept so that the connection stays open).
+    async fn connected_socket() -> (TcpListener, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener, sock)
+    }
+
     /// An idle connection's memory is its task (target: 1.5 KiB each with
     /// the socket's runtime state); this keeps the future from creeping
     /// back up unnoticed, as it did twice (to 968, then 712 bytes).
     #[tokio::test]
     async fn connection_future_stays_small() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sock = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let (_listener, sock) = connected_socket().await;
         let shared = Arc::new(Shared::for_tests(Options::default()));
         let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp));
         let fut = admit(sock, &Plain, None, Vec::new(), &ctx, &shared).unwrap();
@@ -212,10 +219,7 @@ mod tests {
     /// and an idle TLS connection cost 16 KiB instead of 9.7).
     #[tokio::test]
     async fn tls_connection_future_stays_small() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sock = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let (_listener, sock) = connected_socket().await;
         let shared = Arc::new(Shared::for_tests(Options::default()));
         let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp).with_tls_counters());
         let settings = crate::tls::TlsSettings {

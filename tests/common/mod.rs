@@ -343,3 +343,38 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// HAProxy in the foreground with the configuration given, written to a
+/// file of its own; stopped, and the file removed, when dropped.
+pub struct Haproxy {
+    child: Child,
+    config: PathBuf,
+}
+
+impl Haproxy {
+    /// `name` keeps the configuration files of tests running at once apart.
+    pub fn start(config: &str, name: &str) -> Haproxy {
+        let path =
+            std::env::temp_dir().join(format!("tsecho-haproxy-{name}-{}.cfg", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Haproxy {
+            child,
+            config: path,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
