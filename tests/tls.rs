@@ -496,3 +496,46 @@ fn rsa_ecdsa_and_ed25519_keys_made_by_openssl_serve() {
         assert_stamped(converse(&mut openssl, &line), &line, kind);
     }
 }
+
+/// Pass: `tsecho ping tls://` reports the handshake apart from the round
+/// trips, and `tsecho bench --reconnect` over tls:// opens a session per
+/// request, every reply correct.
+#[test]
+fn ping_reports_the_handshake_and_bench_reconnects_over_tls() {
+    let pki = Pki::new("ping");
+    let server = serve_tls(&pki, &[]);
+    let url = format!("tls://localhost:{}", server.addr(0).port());
+    let ca = pki.path("ca.pem");
+    let ping = Command::new(tsecho_bin())
+        .args([
+            "ping",
+            &url,
+            "--ca",
+            &ca,
+            "--count",
+            "2",
+            "--interval",
+            "10ms",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success(), "{printed}");
+    let setup = printed.lines().nth(1).unwrap_or_default();
+    assert!(
+        setup.starts_with("connected in ") && setup.contains(", TLS handshake "),
+        "{printed}"
+    );
+    assert!(printed.contains("2 probes sent, 2 answered"), "{printed}");
+
+    let bench = Command::new(tsecho_bin())
+        .args(["bench", &url, "--ca", &ca, "--reconnect", "--conns", "2"])
+        .args(["--duration", "1s", "--warmup", "0s", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(report["reconnect"], true);
+    assert!(report["replies"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+}
