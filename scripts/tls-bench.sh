@@ -79,7 +79,7 @@ for round in $(seq "$ROUNDS"); do
     start_tsecho $tcp $tls; ts=$!
     start_haproxy $hp $tcp; hx=$!
     a=$(s_time $tls); b=$(s_time $hp)
-    echo "{\"round\":$round,\"test\":\"handshakes\",\"tsecho\":$a,\"haproxy\":$b,\"ratio\":$(echo "scale=3; $a/$b" | bc)}"
+    echo "{\"round\":$round,\"test\":\"handshakes\",\"tsecho\":$a,\"haproxy\":$b,\"ratio\":$(echo "scale=3; $a/$b" | bc | sed "s/^\\./0./")}"
     p=$(bench "tcp://127.0.0.1:$tcp" $ts)
     t=$(bench "tls://127.0.0.1:$tls" $ts)
     h=$(bench "tls://127.0.0.1:$hp" $ts $hx)
