@@ -404,22 +404,34 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execv(sys.argv[1], [sys.argv[1], 'client', sys.argv[2]])
 out = b''
-def read_until(token, limit=10):
+def read_until(token, start=0, limit=10):
     global out
     deadline = time.time() + limit
-    while token not in out and time.time() < deadline:
+    while out.find(token, start) < 0 and time.time() < deadline:
         r, _, _ = select.select([fd], [], [], 0.5)
         if r:
             try:
                 out += os.read(fd, 4096)
             except OSError:
                 break
-    return token in out
-assert read_until(b'> '), out
+    return out.find(token, start)
+assert read_until(b'> ') >= 0, out
 os.write(fd, b'typed line\r')
-assert read_until(b'] typed line'), out
+reply = read_until(b'] typed line')
+assert reply >= 0, out
+# The next prompt means the editor owns the terminal again; a Ctrl-C typed
+# before that is the terminal's SIGINT, not a keystroke the client reads.
+assert read_until(b'> ', reply) >= 0, out
 os.write(fd, sys.argv[3].encode())
-_, status = os.waitpid(pid, 0)
+deadline = time.time() + 10
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.time() > deadline:
+        os.kill(pid, 9)
+        sys.exit('the client did not end: ' + out.decode('utf-8', 'replace'))
+    select.select([fd], [], [], 0.05)
 sys.stdout.write(out.decode('utf-8', 'replace'))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
