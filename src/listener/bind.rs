@@ -1,13 +1,14 @@
-//! Binding sockets for endpoints: dual-stack wildcards, a large accept
-//! backlog, and Unix socket files that replace stale ones but never a live
-//! server's.
+//! Binding sockets for endpoints: dual-stack wildcards and a large accept
+//! backlog (Unix socket files are `socket_file.rs`'s).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self as std_unix, SocketAddr as UnixAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::socket_file::bind_path;
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::service::ServiceKind;
@@ -93,6 +94,44 @@ fn adopt_inner(service: ServiceKind, socket: Socket) -> io::Result<Bound> {
     })
 }
 
+impl Bound {
+    /// Another descriptor for the same socket: it keeps the socket open,
+    /// with its queue, while the one being served is closed and replaced.
+    pub fn duplicate_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        match &self.socket {
+            BoundSocket::Tcp(s) => s.as_fd().try_clone_to_owned(),
+            BoundSocket::Udp(s) => s.as_fd().try_clone_to_owned(),
+            BoundSocket::Unix(s) => s.as_fd().try_clone_to_owned(),
+            BoundSocket::UnixGram(s) => s.as_fd().try_clone_to_owned(),
+        }
+    }
+
+    /// A socket already bound for `endpoint` (kept across a reload, or
+    /// handed over by the process before us), served as that endpoint.
+    pub fn reuse(fd: std::os::fd::OwnedFd, endpoint: Endpoint) -> io::Result<Bound> {
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        let mut adopted = adopt_inner(endpoint.service, socket)?;
+        let same_kind = adopted.endpoint.transport.is_datagram()
+            == endpoint.transport.is_datagram()
+            && adopted.endpoint.transport.is_inet() == endpoint.transport.is_inet();
+        if !same_kind {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the socket given for {endpoint} is a {} socket",
+                    adopted.endpoint.transport.scheme()
+                ),
+            ));
+        }
+        adopted.endpoint = Endpoint {
+            address: adopted.endpoint.address,
+            ..endpoint
+        };
+        Ok(adopted)
+    }
+}
+
 /// Binds a plain TCP listener (the metrics endpoint): its address and the
 /// socket, not yet registered with a runtime.
 pub async fn bind_tcp(endpoint: &Endpoint) -> Result<(SocketAddr, std::net::TcpListener), Error> {
@@ -160,16 +199,18 @@ fn bind_local(endpoint: &Endpoint) -> io::Result<(BoundSocket, LocalAddr)> {
             return Err(io::Error::other("an IP address is not a Unix socket"));
         }
         (Address::Path(path), false) => {
-            clear_stale_socket_file(path, Transport::Unix)?;
-            let listener = std_unix::UnixListener::bind(path)?;
-            listener.set_nonblocking(true)?;
-            (BoundSocket::Unix(listener), LocalAddr::Path(path.clone()))
+            let socket = bind_path(path, Transport::Unix, &endpoint.socket_file, ACCEPT_BACKLOG)?;
+            (
+                BoundSocket::Unix(socket.into()),
+                LocalAddr::Path(path.clone()),
+            )
         }
         (Address::Path(path), true) => {
-            clear_stale_socket_file(path, Transport::UnixGram)?;
-            let socket = std_unix::UnixDatagram::bind(path)?;
-            socket.set_nonblocking(true)?;
-            (BoundSocket::UnixGram(socket), LocalAddr::Path(path.clone()))
+            let socket = bind_path(path, Transport::UnixGram, &endpoint.socket_file, 0)?;
+            (
+                BoundSocket::UnixGram(socket.into()),
+                LocalAddr::Path(path.clone()),
+            )
         }
         (Address::Abstract(name), false) => {
             let std = std_unix::UnixListener::bind_addr(&UnixAddr::from_abstract_name(name)?)?;
@@ -274,29 +315,6 @@ fn into_bound(socket: Socket, transport: Transport) -> io::Result<(BoundSocket, 
         BoundSocket::Tcp(socket.into())
     };
     Ok((bound, LocalAddr::Inet(local)))
-}
-
-/// A socket file left by a server that is gone is removed; one with a live
-/// server behind it, or a file that is not a socket, is left alone and
-/// binding fails with "address in use".
-fn clear_stale_socket_file(path: &Path, transport: Transport) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::from(io::ErrorKind::AddrInUse));
-    }
-    let probe = if transport.is_datagram() {
-        std_unix::UnixDatagram::unbound().and_then(|s| s.connect(path))
-    } else {
-        std_unix::UnixStream::connect(path).map(drop)
-    };
-    match probe {
-        Ok(()) => Err(io::Error::from(io::ErrorKind::AddrInUse)),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]
