@@ -3,8 +3,10 @@
 //! any split of the input can be fed to it in a test, and every transport
 //! drives the same code (`stream.rs`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::context::{Config, Shared};
 use crate::framing::Responder;
 use crate::limits::Limits;
 use crate::service::stamp::StampWriter;
@@ -49,6 +51,8 @@ pub struct Exchange {
     progressed: bool,
     pub totals: Totals,
     pub last_input: Instant,
+    /// The configuration the replies are styled by, if they follow reloads.
+    styled_by: Option<Arc<Config>>,
 }
 
 impl Exchange {
@@ -65,6 +69,28 @@ impl Exchange {
             progressed: false,
             totals: Totals::default(),
             last_input: Instant::now(),
+            styled_by: None,
+        }
+    }
+
+    /// Replies follow the time format and template of `config`, and of
+    /// each configuration a reload puts in its place.
+    pub fn following(mut self, config: Arc<Config>) -> Self {
+        self.styled_by = Some(config);
+        self
+    }
+
+    /// Takes up a reload's time format and template: one atomic load per
+    /// read while nothing changed.
+    #[inline]
+    pub fn follow_reload(&mut self, shared: &Shared) {
+        if let Some(config) = &self.styled_by
+            && !shared.is_current(config)
+        {
+            let config = shared.config();
+            self.stamp
+                .restyle(config.style.clone(), config.options.reply_template.clone());
+            self.styled_by = Some(config);
         }
     }
 

@@ -5,7 +5,8 @@
 //! It sits below everything that uses it, so no connection module needs to
 //! reach back up into the server.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -16,82 +17,142 @@ use crate::limits::ConnectionGate;
 use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
 use crate::settings::Options;
-use crate::stats::{ListenerStats, Stats};
+use crate::stats::{ListenerStats, ReloadCounts, Stats};
 use crate::tls::ServerTls;
 use crate::tls::counters::TlsCounters;
 
-/// State every task of one server shares.
-pub struct Shared {
+/// The settings in effect, swapped whole by a reload. A connection takes
+/// the one current when it is accepted; its replies follow later swaps of
+/// the time format and template (`Shared::is_current`).
+#[derive(Debug)]
+pub struct Config {
     pub options: Options,
     pub style: Arc<TimeStyle>,
+    /// `{host}` in reply templates.
+    pub host: Arc<str>,
+    /// Source ports a UDP reply never goes to, our own included.
+    pub reflector_ports: Vec<u16>,
+    generation: u64,
+}
+
+impl Config {
+    pub fn new(options: Options, host: Arc<str>, reflector_ports: Vec<u16>) -> Self {
+        Config {
+            style: Arc::new(options.time.clone()),
+            options,
+            host,
+            reflector_ports,
+            generation: 0,
+        }
+    }
+}
+
+/// State every task of one server shares.
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    /// The generation of `config`, read without the lock.
+    generation: AtomicU64,
     pub stats: Stats,
     /// Graceful stop: no new connections, answer what has arrived, close.
+    /// Each listener's own stop is a child of it.
     pub shutdown: CancellationToken,
     /// Drain deadline passed: drop whatever is still open.
     pub abort: CancellationToken,
-    /// Source ports a UDP reply never goes to, our own included.
-    pub reflector_ports: Vec<u16>,
+    /// Readiness withdrawn (/readyz answers 503) while still serving: the
+    /// shutdown delay, then the drain.
+    pub unready: CancellationToken,
     /// Open stream connections, in total and per source; the one count of
     /// open connections (the gauge in /metrics reads it).
     pub gate: Arc<ConnectionGate>,
-    /// `{host}` in reply templates.
-    pub host: Arc<str>,
-    /// One per listener, in the order they were given.
-    pub listeners: Vec<Arc<ListenerCtx>>,
-    /// The certificates of tls:// listeners, if there is one.
-    pub tls: Option<Arc<ServerTls>>,
+    /// One per listener being served, in the order they were given.
+    listeners: Mutex<Vec<Arc<ListenerCtx>>>,
+    /// The certificates of tls:// listeners, once there is one.
+    pub tls: OnceLock<Arc<ServerTls>>,
     /// Places for TLS handshakes in progress, over every listener.
     pub tls_handshakes: Arc<Semaphore>,
-    /// UDP sockets whose threads block in a receive, to wake on shutdown.
-    udp_sockets: Mutex<Vec<Arc<std::net::UdpSocket>>>,
+    pub config_reloads: ReloadCounts,
 }
 
 impl Shared {
-    pub fn new(
-        options: Options,
-        host: Arc<str>,
-        reflector_ports: Vec<u16>,
-        listeners: Vec<Arc<ListenerCtx>>,
-        tls: Option<Arc<ServerTls>>,
-    ) -> Self {
+    pub fn new(config: Config, tls: Option<Arc<ServerTls>>) -> Self {
+        let options = &config.options;
         let handshakes = options.tls.max_handshakes(options.limits.max_connections);
         Shared {
-            tls,
+            tls: tls.map(OnceLock::from).unwrap_or_default(),
             tls_handshakes: Arc::new(Semaphore::new(handshakes)),
-            style: Arc::new(options.time.clone()),
-            options,
+            config: RwLock::new(Arc::new(config)),
+            generation: AtomicU64::new(0),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
-            reflector_ports,
+            unready: CancellationToken::new(),
             gate: Arc::new(ConnectionGate::default()),
-            host,
-            listeners,
-            udp_sockets: Mutex::default(),
+            listeners: Mutex::default(),
+            config_reloads: ReloadCounts::default(),
         }
     }
 
-    pub fn watch_udp_socket(&self, sock: Arc<std::net::UdpSocket>) {
-        if let Ok(mut sockets) = self.udp_sockets.lock() {
-            sockets.push(sock);
+    /// The settings new connections and datagrams get.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Shuts the receiving side of every UDP socket, which returns their
-    /// threads from a blocked receive (after `shutdown` is cancelled, so
-    /// that they stop).
-    pub fn wake_udp_threads(&self) {
-        if let Ok(sockets) = self.udp_sockets.lock() {
-            for sock in sockets.iter() {
-                // Unconnected UDP sockets report ENOTCONN, yet are shut.
-                let _ = socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Read);
-            }
+    /// Whether `config` is still the one in effect: one atomic load, for
+    /// loops that keep a copy.
+    pub fn is_current(&self, config: &Config) -> bool {
+        self.generation.load(Ordering::Relaxed) == config.generation
+    }
+
+    /// Puts `config` in effect for what starts from now on.
+    pub fn replace_config(&self, mut config: Config) {
+        let Ok(mut current) = self.config.write() else {
+            return;
+        };
+        config.generation = current.generation + 1;
+        *current = Arc::new(config);
+        self.generation.store(current.generation, Ordering::Relaxed);
+    }
+
+    pub fn listeners(&self) -> Vec<Arc<ListenerCtx>> {
+        self.listeners.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// A listener's context, its stop tied to the server's.
+    pub fn add_listener(
+        &self,
+        service: ServiceKind,
+        name: Arc<str>,
+        tls: bool,
+    ) -> Arc<ListenerCtx> {
+        let limiter = ResponseLimiter::new(&self.config().options.limits.udp);
+        let mut ctx = ListenerCtx::new(service, name, limiter);
+        ctx.stop = self.shutdown.child_token();
+        ctx.abort = self.abort.child_token();
+        if tls {
+            ctx.tls = Some(Arc::default());
         }
+        let ctx = Arc::new(ctx);
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push(ctx.clone());
+        }
+        ctx
+    }
+
+    /// Stops serving one listener: no new connections, and its open ones
+    /// drain, as on shutdown; `abort` ends what is left after the drain timeout.
+    pub fn remove_listener(&self, ctx: &Arc<ListenerCtx>) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.retain(|l| !Arc::ptr_eq(l, ctx));
+        }
+        ctx.stop.cancel();
     }
 
     #[cfg(test)]
     pub fn for_tests(options: Options) -> Shared {
-        Shared::new(options, "h".into(), Vec::new(), Vec::new(), None)
+        Shared::new(Config::new(options, "h".into(), Vec::new()), None)
     }
 }
 
@@ -109,6 +170,11 @@ pub struct ListenerCtx {
     pub udp_limiter: Mutex<ResponseLimiter>,
     /// Handshakes and sessions, on tls:// listeners.
     pub tls: Option<Arc<TlsCounters>>,
+    /// This listener's graceful stop (the server's, or its removal by a
+    /// reload): no new connections, drain the open ones.
+    pub stop: CancellationToken,
+    /// The drain deadline passed: drop what is still open.
+    pub abort: CancellationToken,
 }
 
 impl ListenerCtx {
@@ -120,13 +186,9 @@ impl ListenerCtx {
             accept_log: LogLimiter::default(),
             udp_limiter: Mutex::new(limiter),
             tls: None,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
         }
-    }
-
-    /// A tls:// listener's context, which counts handshakes.
-    pub fn with_tls_counters(mut self) -> Self {
-        self.tls = Some(Arc::default());
-        self
     }
 
     #[cfg(test)]

@@ -37,6 +37,10 @@ pub enum Error {
     Listen { endpoint: String, reason: io::Error },
     #[error("cannot connect to {endpoint}: {}", describe(.reason))]
     Connect { endpoint: String, reason: io::Error },
+    /// `--takeover`: the server before us could not be reached, or the
+    /// hand-over broke off.
+    #[error("cannot take over from {control}: {}", describe(.reason))]
+    Takeover { control: String, reason: io::Error },
     #[error("{0}")]
     Usage(String),
     /// A certificate, key or CA file that cannot be read or used.
@@ -62,7 +66,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Endpoint { .. } | Error::TimeFormat { .. } | Error::Usage(_) => EX_USAGE,
-            Error::Listen { reason, .. } | Error::Connect { reason, .. } => io_exit_code(reason),
+            Error::Listen { reason, .. }
+            | Error::Connect { reason, .. }
+            | Error::Takeover { reason, .. } => io_exit_code(reason),
             Error::Interrupted => EX_INTERRUPTED,
             Error::Tls(_) => EX_CONFIG,
         }

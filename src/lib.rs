@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 mod connection;
 mod context;
+pub mod control;
 mod datagram;
 pub mod endpoint;
 pub mod error;
@@ -31,7 +32,7 @@ mod udp_batch;
 
 pub use endpoint::{Address, Endpoint, Transport};
 pub use error::Error;
-pub use server::{Listening, Server, ServerHandle, default_endpoints};
+pub use server::{Listening, ReloadReport, Server, ServerHandle, default_endpoints};
 pub use service::ServiceKind;
 pub use settings::{DEFAULT_PORT, Options};
 pub use shards::Shards;

@@ -3,7 +3,6 @@
 
 mod cli;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -119,9 +118,11 @@ fn main() -> ExitCode {
         .log_level
         .clone()
         .unwrap_or_else(|| settings.log_level.clone());
-    init_logging(log_format, &log_level);
+    cli::logging::init(log_format, &log_level);
+    // A reload may change the level, unless it was fixed for the run.
+    let level_fixed = cli.log_level.is_some() || cli::logging::level_from_environment();
     let result = match cli.command {
-        Command::Serve(_) => cli::serve::run(settings).map(|()| 0),
+        Command::Serve(args) => cli::serve::run(&args, settings, level_fixed).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
         Command::Bench(args) => cli::bench::run(args),
@@ -156,18 +157,4 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         return io_exit_code(e);
     }
     EX_SOFTWARE
-}
-
-/// Logs go to stderr, so the reply stream on stdout never carries them.
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
 }

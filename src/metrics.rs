@@ -92,6 +92,7 @@ async fn respond(
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let draining = shared.shutdown.is_cancelled();
+    let unready = draining || shared.unready.is_cancelled();
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,
@@ -100,14 +101,15 @@ async fn respond(
                 &shared.stats.snapshot(),
                 shared.gate.open(),
                 draining,
-                &shared.listeners,
-            ) + &tls_exposition(&shared),
+                &shared.listeners(),
+            ) + &tls_exposition(&shared)
+                + &reload_exposition(&shared),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if draining => (
+        "/readyz" if unready => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "draining\n".to_string(),
+            if draining { "draining\n" } else { "stopping\n" }.to_string(),
         ),
         "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         _ => (
@@ -311,8 +313,8 @@ fn write_per_listener(out: &mut String, listeners: &[Arc<ListenerCtx>]) {
 /// reason, and certificate reloads; nothing without a tls:// listener.
 fn tls_exposition(shared: &Shared) -> String {
     let mut out = String::new();
-    let tls_listeners: Vec<_> = shared
-        .listeners
+    let listeners = shared.listeners();
+    let tls_listeners: Vec<_> = listeners
         .iter()
         .filter_map(|l| Some((l, l.tls.as_ref()?)))
         .collect();
@@ -350,7 +352,7 @@ fn tls_exposition(shared: &Shared) -> String {
             })
             .collect(),
     );
-    if let Some(tls) = &shared.tls {
+    if let Some(tls) = shared.tls.get() {
         use std::sync::atomic::Ordering::Relaxed;
         family(
             "tls_certificate_reloads_total",
@@ -362,4 +364,18 @@ fn tls_exposition(shared: &Shared) -> String {
         );
     }
     out
+}
+
+/// Configuration reloads (SIGHUP), by result.
+fn reload_exposition(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let reloads = &shared.config_reloads;
+    format!(
+        "# HELP tsecho_config_reloads_total Configuration reloads (SIGHUP), by result.\n\
+         # TYPE tsecho_config_reloads_total counter\n\
+         tsecho_config_reloads_total{{result=\"ok\"}} {}\n\
+         tsecho_config_reloads_total{{result=\"error\"}} {}\n",
+        reloads.ok.load(Relaxed),
+        reloads.error.load(Relaxed)
+    )
 }

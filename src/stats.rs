@@ -244,3 +244,10 @@ mod tests {
         assert_eq!(stats.snapshot().stream_replies, 20_000);
     }
 }
+
+/// Reload outcomes (of the configuration, of the certificates), for /metrics.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+}

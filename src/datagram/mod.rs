@@ -15,12 +15,11 @@ mod udp;
 mod unixgram;
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::clock::Stamper;
-use crate::context::{ListenerCtx, Shared};
-use crate::limits::Limits;
+use crate::context::{Config, ListenerCtx, Shared};
 use crate::rate_limit::{ResponseLimiter, Verdict};
 use crate::service::stamp::StampWriter;
 use crate::service::{self, ServiceKind};
@@ -41,8 +40,10 @@ struct Answerer<'a> {
     stamp: StampWriter,
     out: Vec<u8>,
     guard: LoopGuard,
+    shared: &'a Shared,
     stats: &'a Stats,
-    limits: &'a Limits,
+    /// The settings in effect, looked at again once per batch.
+    config: Arc<Config>,
     /// Shared by every copy of the listener (one per thread), so that
     /// spreading sources over threads does not multiply their allowance.
     limiter: &'a Mutex<ResponseLimiter>,
@@ -76,21 +77,31 @@ impl Arrival {
 
 impl<'a> Answerer<'a> {
     fn new(shared: &'a Shared, listener: &'a ListenerCtx) -> Self {
-        let template = shared.options.reply_template.clone();
-        let mut stamp = StampWriter::new(Stamper::new(shared.style.clone()), template, None);
-        if stamp.has_template() {
-            stamp.origin_mut().host = shared.host.clone();
-        }
+        let config = shared.config();
         Answerer {
             service: listener.service,
-            stamp,
+            stamp: stamp_writer(&config),
             out: Vec::with_capacity(RECV_LEN + 64),
             guard: LoopGuard::new(),
+            shared,
             stats: &shared.stats,
-            limits: &shared.options.limits,
+            config,
             limiter: &listener.udp_limiter,
             batch: BatchCounts::default(),
         }
+    }
+
+    /// Takes up a reloaded configuration, if there is one: one atomic
+    /// load per batch when there is not.
+    fn refresh(&mut self) {
+        if !self.shared.is_current(&self.config) {
+            self.config = self.shared.config();
+            self.stamp = stamp_writer(&self.config);
+        }
+    }
+
+    fn is_reflector_port(&self, port: u16) -> bool {
+        port == 0 || self.config.reflector_ports.contains(&port)
     }
 
     /// Adds one batch's counts to the server's and the listener's counters:
@@ -149,7 +160,7 @@ impl<'a> Answerer<'a> {
             self.out.truncate(max_len);
             Stats::add(&self.stats.local().datagram_replies_truncated, 1);
         }
-        if let Some(ip) = source.filter(|ip| !self.limits.is_exempt(*ip)) {
+        if let Some(ip) = source.filter(|ip| !self.config.options.limits.is_exempt(*ip)) {
             let verdict = match self.limiter.lock() {
                 Ok(mut limiter) => limiter.check(ip, request.len(), self.out.len(), arrival.at),
                 // Only a panic elsewhere poisons it; refuse rather than flood.
@@ -174,6 +185,15 @@ impl<'a> Answerer<'a> {
         self.batch.bytes_out += self.out.len() as u64;
         Some(&self.out)
     }
+}
+
+fn stamp_writer(config: &Config) -> StampWriter {
+    let template = config.options.reply_template.clone();
+    let mut stamp = StampWriter::new(Stamper::new(config.style.clone()), template, None);
+    if stamp.has_template() {
+        stamp.origin_mut().host = config.host.clone();
+    }
+    stamp
 }
 
 #[cfg(test)]

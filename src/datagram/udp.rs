@@ -36,20 +36,26 @@ pub async fn serve_udp_on_a_thread(
     }
 }
 
-/// Serves one UDP socket on the calling thread, blocking in recvmmsg until
-/// `Shared::wake_udp_threads` shuts the socket's receiving side after the
-/// server's shutdown began.
+/// Serves one UDP socket on the calling thread, blocking in recvmmsg, until
+/// the listener stops.
+///
+/// The receive times out every `STOP_CHECK` to look at the stop. Shutting
+/// the socket's receiving side would wake it at once, but the socket may
+/// now be another process's too (handed over with `--takeover`), and a
+/// shutdown would stop it there as well.
 ///
 /// A thread of its own rather than a task: a socket in an epoll set costs
 /// every arriving datagram an epoll callback, paid by whoever sends it
 /// (on loopback, the client's CPU), even while we are busy; a blocked
 /// receiver costs that only while it sleeps (measured: docs/benchmarks.md).
 fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
-    if let Err(e) = sock.set_nonblocking(false) {
+    let blocking = sock
+        .set_nonblocking(false)
+        .and_then(|()| sock.set_read_timeout(Some(STOP_CHECK)));
+    if let Err(e) = blocking {
         tracing::error!("UDP socket unusable: {e}");
         return;
     }
-    shared.watch_udp_socket(sock.clone());
     let mut answerer = Answerer::new(&shared, &listener);
     let mut requests = RecvBatch::default();
     let mut replies = SendBatch::default();
@@ -64,21 +70,22 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
     let local = sock
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    while !shared.shutdown.is_cancelled() {
-        // Errors are ICMP reports about earlier replies; they concern one
-        // peer, never the socket.
+    while !listener.stop.is_cancelled() {
+        // Errors are ICMP reports about earlier replies, which concern one
+        // peer, never the socket, or the stop check's timeout. A batch
+        // received is answered even if the stop came meanwhile.
         let count = requests.recv(fd).unwrap_or(0);
-        if shared.shutdown.is_cancelled() {
-            // Woken by the shutdown, or just in time for it.
-            break;
+        if count == 0 {
+            continue;
         }
         // One batch came in one call: one arrival time stamps all of it.
         let arrival = Arrival::now();
+        answerer.refresh();
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
             };
-            if peer.port() == 0 || shared.reflector_ports.contains(&peer.port()) {
+            if answerer.is_reflector_port(peer.port()) {
                 Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
                 continue;
             }
@@ -95,6 +102,9 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
         replies.send(fd);
     }
 }
+
+/// How long a UDP thread may take to notice that its listener stopped.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn max_udp_payload(peer: SocketAddr) -> usize {
     match peer {

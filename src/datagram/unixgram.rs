@@ -24,11 +24,12 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
     loop {
         let received = tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return,
+            _ = listener.stop.cancelled() => return,
             received = sock.recv_from(&mut buf) => received,
         };
         let Ok((len, peer)) = received else { continue };
         let arrival = Arrival::now();
+        answerer.refresh();
         if peer.is_unnamed() {
             // Nowhere to send a reply to: the client did not bind.
             continue;

@@ -5,6 +5,7 @@
 mod accept;
 pub mod bind;
 mod proxy;
+pub mod socket_file;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 pub use accept::accept_next;
 pub use bind::{Bound, BoundSocket, LocalAddr};
 
-use crate::context::{ListenerCtx, Shared};
+use crate::context::{Config, ListenerCtx, Shared};
 use crate::datagram;
 use crate::endpoint::Transport;
 use crate::limits::Refusal;
@@ -56,11 +57,10 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
 /// the listener's counters.
 fn tls_upgrade(ctx: &ListenerCtx, shared: &Shared) -> Option<TlsUpgrade> {
     Some(TlsUpgrade {
-        tls: shared.tls.clone()?,
+        tls: shared.tls.get()?.clone(),
         handshakes: shared.tls_handshakes.clone(),
-        timeout: shared.options.tls.handshake_timeout,
         counters: ctx.tls.clone()?,
-        abort: shared.abort.clone(),
+        abort: ctx.abort.clone(),
     })
 }
 
@@ -83,7 +83,7 @@ async fn accept_loop<L: Accept, U: Upgrade<L::Stream>>(
     tracker: TaskTracker,
 ) {
     while let Some((sock, peer)) =
-        accept_next(&listener, &shared.shutdown, &shared.stats, &ctx.accept_log).await
+        accept_next(&listener, &ctx.stop, &shared.stats, &ctx.accept_log).await
     {
         if proxy {
             if !peer.is_some_and(|p| proxy::is_trusted(&shared, p.ip())) {
@@ -117,9 +117,10 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
     listener: &Arc<ListenerCtx>,
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let config = shared.config();
     let admission = match shared
         .gate
-        .admit(peer.map(|p| p.ip()), &shared.options.limits)
+        .admit(peer.map(|p| p.ip()), &config.options.limits)
     {
         Ok(admission) => admission,
         Err(Refusal::MaxConnections) => {
@@ -131,14 +132,14 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
             return None;
         }
     };
-    let origin = origin_for(shared, &sock, peer);
+    let origin = origin_for(&config, &sock, peer);
     // A handshake takes what came with the PROXY header as its own.
     let upgraded = upgrade.upgrade(sock, &mut early_input);
     let handover = Handover {
         admission,
         origin,
         early_input,
-        log: shared.options.log_connections.then(|| {
+        log: config.options.log_connections.then(|| {
             Box::new(ConnectionLog {
                 peer,
                 started: Instant::now(),
@@ -167,16 +168,16 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
 /// What a reply template may say about a connection; only built when the
 /// template uses it.
 fn origin_for<S: ByteStream>(
-    shared: &Shared,
+    config: &Config,
     sock: &S,
     peer: Option<SocketAddr>,
 ) -> Option<Box<Origin>> {
-    let template = shared.options.reply_template.as_ref()?;
+    let template = config.options.reply_template.as_ref()?;
     template.needs_origin().then(|| {
         Box::new(Origin {
             peer: peer.map_or_else(|| "unix".to_string(), |p| p.to_string()),
             local: sock.local_text(),
-            host: shared.host.clone(),
+            host: config.host.clone(),
             tls: Default::default(),
         })
     })
@@ -221,7 +222,10 @@ mod tests {
     async fn tls_connection_future_stays_small() {
         let (_listener, sock) = connected_socket().await;
         let shared = Arc::new(Shared::for_tests(Options::default()));
-        let ctx = Arc::new(ListenerCtx::for_tests(ServiceKind::Stamp).with_tls_counters());
+        let ctx = Arc::new(ListenerCtx {
+            tls: Some(Arc::default()),
+            ..ListenerCtx::for_tests(ServiceKind::Stamp)
+        });
         let settings = crate::tls::TlsSettings {
             self_signed: true,
             ..Default::default()
@@ -229,7 +233,6 @@ mod tests {
         let upgrade = TlsUpgrade {
             tls: Arc::new(crate::tls::ServerTls::load(&settings, "h").unwrap()),
             handshakes: Arc::new(tokio::sync::Semaphore::new(1)),
-            timeout: std::time::Duration::from_secs(1),
             counters: ctx.tls.clone().unwrap(),
             abort: shared.abort.clone(),
         };

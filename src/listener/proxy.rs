@@ -21,6 +21,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn is_trusted(shared: &Shared, ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     shared
+        .config()
         .options
         .proxy_trusted
         .iter()

@@ -7,7 +7,6 @@ mod reload;
 
 use std::sync::Arc;
 
-
 use crate::context::{Config, Shared};
 use crate::datagram::REFLECTOR_PORTS;
 use crate::endpoint::{Address, Endpoint, Transport};
@@ -289,4 +288,3 @@ pub fn default_endpoints() -> Vec<Endpoint> {
         })
         .collect()
 }
-

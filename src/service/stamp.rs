@@ -217,6 +217,16 @@ impl StampWriter {
         }
     }
 
+    /// A new time style and template; the origin stays.
+    pub fn restyle(
+        &mut self,
+        style: Arc<crate::clock::TimeStyle>,
+        template: Option<Arc<Template>>,
+    ) {
+        self.stamper = Stamper::new(style);
+        self.template = template;
+    }
+
     pub fn stamper(&mut self) -> &mut Stamper {
         &mut self.stamper
     }

@@ -89,6 +89,17 @@ pub struct Overrides {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "TSECHO_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<std::time::Duration>,
 
+    /// On SIGTERM, keep serving this long with /readyz answering 503
+    /// before the drain starts, so load balancers stop sending first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "TSECHO_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<std::time::Duration>,
+
+    /// Accept `tsecho serve --takeover` on this unix:// socket (mode 0600):
+    /// a new process takes over every listening socket, then this one
+    /// drains. Off by default.
+    #[arg(long, value_name = "URL", env = "TSECHO_CONTROL")]
+    pub control: Option<String>,
+
     /// Shape stamp replies: {time}, {msg}, {peer}, {local}, {host}; '{{'
     /// for a brace. Default: '[{time}] {msg}'.
     #[arg(long, value_name = "TEMPLATE", env = "TSECHO_REPLY_TEMPLATE", value_parser = template)]
@@ -291,10 +302,15 @@ impl Overrides {
             s.metrics = Some(url.parse::<Endpoint>()?);
             set.push("metrics");
         }
+        if let Some(url) = &self.control {
+            s.control = Some(url.parse::<Endpoint>()?);
+            set.push("control");
+        }
         over! {
             inetd => "inetd", inetd_base => "inetd-base", format => "format", utc => "utc",
             framing => "framing", max_line => "max-line", chunk => "chunk",
-            drain_timeout => "drain-timeout", reply_template => "reply-template",
+            drain_timeout => "drain-timeout", shutdown_delay => "shutdown-delay",
+            reply_template => "reply-template",
             instance => "instance", proxy_trusted => "proxy-trusted",
             log_connections => "log-connections", threads => "threads",
             output_budget => "output-budget", write_timeout => "write-timeout",
@@ -354,6 +370,7 @@ mod tests {
             ("reply-template", "{time} {msg}"),
             ("instance", "a"),
             ("metrics", "tcp://127.0.0.1:0"),
+            ("control", "unix:///run/tsecho/control.sock"),
             ("threads", "2"),
             ("max-connections", "5"),
             ("tls-cert", "c.pem"),

@@ -77,6 +77,10 @@ pub struct Settings {
     pub chunk: usize,
     #[serde(deserialize_with = "file::duration")]
     pub drain_timeout: Duration,
+    #[serde(deserialize_with = "file::duration")]
+    pub shutdown_delay: Duration,
+    #[serde(deserialize_with = "file::optional_text")]
+    pub control: Option<Endpoint>,
     #[serde(deserialize_with = "file::optional_text")]
     pub reply_template: Option<Template>,
     pub instance: Option<String>,
@@ -146,6 +150,8 @@ impl Default for Settings {
             max_line: DEFAULT_MAX_LINE,
             chunk: DEFAULT_CHUNK,
             drain_timeout: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
+            control: None,
             reply_template: None,
             instance: None,
             proxy_trusted: Vec::new(),
@@ -251,6 +257,11 @@ impl Settings {
             ("max-line", one(show_size(self.max_line))),
             ("chunk", one(show_size(self.chunk))),
             ("drain-timeout", one(show_duration(self.drain_timeout))),
+            ("shutdown-delay", one(show_duration(self.shutdown_delay))),
+            (
+                "control",
+                maybe(self.control.as_ref().map(Endpoint::to_string)),
+            ),
             (
                 "reply-template",
                 maybe(self.reply_template.as_ref().map(|t| t.to_string())),
@@ -385,6 +396,6 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
-        assert_eq!(keys.len(), 37);
+        assert_eq!(keys.len(), 39);
     }
 }

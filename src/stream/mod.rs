@@ -11,6 +11,8 @@
 //! read. Writes are first tried without waiting; only a slow client brings
 //! in the (boxed) waiting machinery.
 
+mod generated;
+
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
@@ -23,21 +25,18 @@ use tokio::io::{AsyncWriteExt, ReadBuf};
 
 use crate::clock::Stamper;
 use crate::connection::{self, DRAIN_SETTLE, Exchange, Expired, LINGER, Totals};
-use crate::context::{ListenerCtx, Shared};
+use crate::context::{Config, ListenerCtx, Shared};
 use crate::framing::Responder;
-use crate::limits::Admission;
+use crate::limits::{Admission, Limits};
+use crate::service::StreamRole;
 use crate::service::stamp::{Origin, StampWriter};
-use crate::service::{Greeting, StreamRole, chargen};
-use crate::stats::{ListenerStats, Stats};
+use crate::stats::Stats;
 use crate::transport::ByteStream;
 
 /// The largest single read. Small enough that what one read leaves
 /// unanswered (when its replies overflow the output budget) stays small
 /// on a connection whose client does not read.
 const SCRATCH_LEN: usize = 16 * 1024;
-/// Reads of chargen's ignored input per wakeup, so that a client sending
-/// without pause cannot keep its connection from writing.
-const CHARGEN_READS_PER_WAKE: usize = 16;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
@@ -79,31 +78,43 @@ pub async fn serve<S: ByteStream>(
     Stats::add(&shared.stats.local().connections_accepted, 1);
     listener.stats.count_connection();
     let mut totals = Totals::default();
-    let result = match listener.service.stream_role() {
+    // Owned together: an idle connection's memory is its task, and this
+    // costs it one pointer more than the two Arcs it replaces.
+    let on = On {
+        config: shared.config(),
+        shared,
+        listener,
+    };
+    let result = match on.listener.service.stream_role() {
         StreamRole::Answer(answering) => {
-            let responder = Responder::new(answering, shared.options.framing);
+            let responder = Responder::new(answering, on.config.options.framing);
             // Boxed so that its state does not enlarge every connection's
             // task: an idle connection's memory is its task.
             let stamp = StampWriter::new(
-                Stamper::new(shared.style.clone()),
-                shared.options.reply_template.clone(),
+                Stamper::new(on.config.style.clone()),
+                on.config.options.reply_template.clone(),
                 origin,
             );
-            let budget = shared.options.limits.output_budget;
-            let mut exchange =
-                Box::new(Exchange::new(responder, stamp, budget).with_early_input(early_input));
-            let result = serve_requests(&mut sock, &mut exchange, &listener.stats, &shared).await;
+            let budget = on.config.options.limits.output_budget;
+            let mut exchange = Box::new(
+                Exchange::new(responder, stamp, budget)
+                    .with_early_input(early_input)
+                    .following(on.config.clone()),
+            );
+            let result = serve_requests(&mut sock, &mut exchange, &on).await;
             totals = exchange.totals;
             result
         }
-        StreamRole::Greet(greeting) => Box::pin(serve_greeting(&mut sock, greeting, &shared)).await,
-        StreamRole::Generate => Box::pin(serve_chargen(&mut sock, &shared)).await,
+        StreamRole::Greet(greeting) => {
+            Box::pin(generated::serve_greeting(&mut sock, greeting, &on)).await
+        }
+        StreamRole::Generate => Box::pin(generated::serve_chargen(&mut sock, &on)).await,
     };
     if let Err(e) = &result {
         tracing::debug!("connection ended: {e}");
     }
     if let Some(log) = log {
-        log_closed(&log, &listener, totals, result.err());
+        log_closed(&log, &on.listener, totals, result.err());
     }
     drop(admission);
 }
@@ -130,6 +141,20 @@ fn log_closed(
     );
 }
 
+/// What a connection's loops need besides its stream: the counters, its
+/// listener's stop and abort, and the limits it was accepted under.
+struct On {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerCtx>,
+    config: Arc<Config>,
+}
+
+impl On {
+    fn limits(&self) -> &Limits {
+        &self.config.options.limits
+    }
+}
+
 /// Reads once into the thread's scratch buffer and hands what came to
 /// `take` while it is still borrowed; returns the bytes read (0: EOF).
 fn poll_read_scratch<S: ByteStream>(
@@ -154,59 +179,60 @@ fn poll_read_scratch<S: ByteStream>(
 /// The exchange lives in a box the connection owns and is lent here: moved
 /// in by value, its state was laid out twice in the connection's future,
 /// which is what an idle connection costs.
-async fn serve_requests<S: ByteStream>(
-    sock: &mut S,
-    ex: &mut Exchange,
-    listener: &ListenerStats,
-    shared: &Shared,
-) -> io::Result<()> {
-    let limits = &shared.options.limits;
+async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On) -> io::Result<()> {
+    let (shared, listener) = (&*on.shared, &*on.listener);
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.
-    let shutdown = shared.shutdown.cancelled();
+    let shutdown = listener.stop.cancelled();
     tokio::pin!(shutdown);
     let timer = tokio::time::sleep_until(
-        connection::earliest_possible_deadline(Instant::now(), limits).into(),
+        connection::earliest_possible_deadline(Instant::now(), on.limits()).into(),
     );
     tokio::pin!(timer);
     loop {
         if ex.has_pending_work() {
+            ex.follow_reload(shared);
             ex.answer_pending(SystemTime::now());
         }
         if !ex.out.is_empty() {
             let replies = ex.take_reply_count();
             Stats::add(&shared.stats.local().stream_replies, replies);
-            write_out(sock, &ex.out, shared).await?;
+            write_out(sock, &ex.out, on).await?;
             ex.written();
             // From the latest read to the reply's write: the server's share
             // of a client's round trip.
-            listener.record_replies(replies, ex.last_input.elapsed());
+            listener
+                .stats
+                .record_replies(replies, ex.last_input.elapsed());
             continue;
         }
         if ex.at_eof {
             break;
         }
-        draining |= shared.shutdown.is_cancelled();
+        draining |= listener.stop.is_cancelled();
         let limit = ex.read_limit(SCRATCH_LEN);
         let read = if draining {
             // Boxed: only a draining connection pays for its timer.
-            match Box::pin(read_while_draining(sock, ex, limit, shared)).await {
+            match Box::pin(read_while_draining(sock, ex, limit, listener)).await {
                 Some(read) => read,
                 None => break,
             }
         } else {
             tokio::select! {
                 biased;
-                read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| ex.feed(data))) => read,
+                read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| {
+                    ex.follow_reload(shared);
+                    ex.feed(data);
+                })) => read,
                 _ = &mut shutdown => continue,
                 _ = &mut timer => {
                     // The timer runs at the earliest moment a deadline could
                     // fall; only now is the real one worked out.
                     let now = Instant::now();
-                    let (deadline, reason) = ex.input_deadline(limits);
+                    let (deadline, reason) = ex.input_deadline(on.limits());
                     if deadline > now {
-                        timer.as_mut().reset(connection::next_check(deadline, now, limits).into());
+                        timer.as_mut().reset(connection::next_check(deadline, now, on.limits()).into());
                         continue;
                     }
                     let counter = match reason {
@@ -220,7 +246,7 @@ async fn serve_requests<S: ByteStream>(
         };
         Stats::add(&shared.stats.local().bytes_in, read? as u64);
     }
-    Box::pin(close(sock, ex.at_eof, shared)).await
+    Box::pin(close(sock, ex.at_eof, listener)).await
 }
 
 /// While draining: what has already arrived, asked of the kernel directly
@@ -231,7 +257,7 @@ async fn read_while_draining<S: ByteStream>(
     sock: &mut S,
     ex: &mut Exchange,
     limit: usize,
-    shared: &Shared,
+    listener: &ListenerCtx,
 ) -> Option<io::Result<usize>> {
     let direct = SCRATCH.with_borrow_mut(|scratch| {
         let buf = &mut scratch[..limit];
@@ -250,7 +276,7 @@ async fn read_while_draining<S: ByteStream>(
     let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| ex.feed(data)));
     tokio::select! {
         read = tokio::time::timeout(DRAIN_SETTLE, read) => read.ok(),
-        _ = shared.abort.cancelled() => None,
+        _ = listener.abort.cancelled() => None,
     }
 }
 
@@ -286,18 +312,19 @@ fn flushed_now<S: ByteStream>(sock: &mut S) -> io::Result<bool> {
 /// Writes `out` whole. Nearly always the stream takes it at once; only a
 /// slow client needs the waiting machinery, which is boxed so that it does
 /// not weigh on every idle connection.
-async fn write_out<S: ByteStream>(sock: &mut S, out: &[u8], shared: &Shared) -> io::Result<()> {
+async fn write_out<S: ByteStream>(sock: &mut S, out: &[u8], on: &On) -> io::Result<()> {
     let written = write_now(sock, out)?;
     if written < out.len() || !flushed_now(sock)? {
-        Box::pin(write_rest(sock, &out[written..], shared)).await?;
+        Box::pin(write_rest(sock, &out[written..], on)).await?;
     }
-    Stats::add(&shared.stats.local().bytes_out, out.len() as u64);
+    Stats::add(&on.shared.stats.local().bytes_out, out.len() as u64);
     Ok(())
 }
 
 /// A client that reads none of it for the write timeout loses its connection.
-async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], shared: &Shared) -> io::Result<()> {
-    let timeout = shared.options.limits.write_timeout;
+async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], on: &On) -> io::Result<()> {
+    let (shared, listener, limits) = (&*on.shared, &*on.listener, on.limits());
+    let timeout = limits.write_timeout;
     let write = async {
         sock.write_all(rest).await?;
         sock.flush().await
@@ -313,7 +340,7 @@ async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], shared: &Shared) -
                 Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))
             }
         },
-        _ = shared.abort.cancelled() => Err(io::Error::other("drain timeout reached")),
+        _ = listener.abort.cancelled() => Err(io::Error::other("drain timeout reached")),
     }
 }
 
@@ -323,7 +350,7 @@ async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], shared: &Shared) -
 async fn close<S: ByteStream>(
     sock: &mut S,
     peer_finished: bool,
-    shared: &Shared,
+    listener: &ListenerCtx,
 ) -> io::Result<()> {
     sock.shutdown().await?;
     if peer_finished {
@@ -335,75 +362,6 @@ async fn close<S: ByteStream>(
     };
     tokio::select! {
         done = tokio::time::timeout(LINGER, drain_input) => done.unwrap_or(Ok(())),
-        _ = shared.abort.cancelled() => Ok(()),
+        _ = listener.abort.cancelled() => Ok(()),
     }
-}
-
-/// Daytime and time: one reply, then close.
-async fn serve_greeting<S: ByteStream>(
-    sock: &mut S,
-    greeting: Greeting,
-    shared: &Shared,
-) -> io::Result<()> {
-    let mut stamper = Stamper::new(shared.style.clone());
-    let mut out = Vec::with_capacity(64);
-    greeting.write(SystemTime::now(), &mut stamper, &mut out);
-    Stats::add(&shared.stats.local().stream_replies, 1);
-    write_out(sock, &out, shared).await?;
-    close(sock, false, shared).await
-}
-
-/// Chargen: the pattern, as fast as the client reads it, until the client
-/// goes away, stops reading for the write timeout, or the server stops.
-/// Input is read and dropped.
-async fn serve_chargen<S: ByteStream>(sock: &mut S, shared: &Shared) -> io::Result<()> {
-    let mut offset = 0;
-    let mut input_open = true;
-    let mut last_progress = Instant::now();
-    let write_timeout = shared.options.limits.write_timeout;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until((last_progress + write_timeout).into()) => {
-                Stats::add(&shared.stats.local().closed_write_timeout, 1);
-                return Ok(());
-            }
-            sent = poll_fn(|cx| poll_chargen(sock, cx, offset, &mut input_open, shared)) => {
-                let n = sent?;
-                last_progress = Instant::now();
-                offset = (offset + n) % chargen::CYCLE_LEN;
-                Stats::add(&shared.stats.local().bytes_out, n as u64);
-            }
-        }
-    }
-    close(sock, !input_open, shared).await
-}
-
-/// Drops whatever input is there, then writes the pattern from `offset`;
-/// ready with the bytes written.
-fn poll_chargen<S: ByteStream>(
-    sock: &mut S,
-    cx: &mut Context<'_>,
-    offset: usize,
-    input_open: &mut bool,
-    shared: &Shared,
-) -> Poll<io::Result<usize>> {
-    let mut reads = 0;
-    while *input_open && reads < CHARGEN_READS_PER_WAKE {
-        match poll_read_scratch(sock, cx, SCRATCH_LEN, |_| {}) {
-            Poll::Ready(Ok(0)) => *input_open = false,
-            Poll::Ready(Ok(n)) => {
-                Stats::add(&shared.stats.local().bytes_in, n as u64);
-                reads += 1;
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => break,
-        }
-    }
-    if reads == CHARGEN_READS_PER_WAKE {
-        // More input may be waiting: come back for it after this write.
-        cx.waker().wake_by_ref();
-    }
-    Pin::new(sock).poll_write(cx, chargen::stream_from(offset))
 }

@@ -4,7 +4,7 @@
 //! and open connections are not touched at all.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 
 use super::certs::{self, Identity};
 use crate::error::Error;
+use crate::stats::ReloadCounts;
 
 /// How long a client has to finish its handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,51 +104,69 @@ impl TlsSettings {
     }
 }
 
-/// Reload outcomes, for /metrics.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    pub ok: AtomicU64,
-    pub error: AtomicU64,
-}
-
 /// The configuration handshakes start from, and how to renew it.
 #[derive(Debug)]
 pub struct ServerTls {
+    current: RwLock<Arc<ServerConfig>>,
+    /// Where `current` came from; replaced when a reload brings other settings.
+    source: Mutex<Source>,
+    pub reloads: ReloadCounts,
+}
+
+#[derive(Debug)]
+struct Source {
     settings: TlsSettings,
     /// Kept across reloads: a self-signed certificate is made once.
     self_signed: Option<Identity>,
-    current: RwLock<Arc<ServerConfig>>,
     /// Modification times of the watched files.
-    seen: Mutex<Seen>,
-    pub reloads: ReloadCounts,
+    seen: Seen,
 }
 
 impl ServerTls {
     /// Reads the certificate, key and client CA; logs the certificate's
     /// fingerprint so that a client can pin or compare it.
     pub fn load(settings: &TlsSettings, hostname: &str) -> Result<Self, Error> {
-        let self_signed = if settings.self_signed {
-            Some(settings.identity(hostname)?)
-        } else {
-            None
-        };
-        let seen = modification_times(&settings.watched());
-        let identity = match &self_signed {
-            Some(id) => id.clone(),
-            None => settings.identity(hostname)?,
-        };
-        log_identity(&identity, settings.self_signed);
-        let config = build(settings, identity)?;
+        let (config, source) = Source::load(settings, hostname)?;
         Ok(ServerTls {
-            settings: settings.clone(),
-            self_signed,
             current: RwLock::new(Arc::new(config)),
-            seen: Mutex::new(Seen {
-                loaded: seen,
-                pending: None,
-            }),
+            source: Mutex::new(source),
             reloads: ReloadCounts::default(),
         })
+    }
+
+    /// A configuration reload: other settings (files, client
+    /// authentication) are loaded whole and take over if they work; the
+    /// same settings mean reading the files again.
+    pub fn apply(&self, settings: &TlsSettings, hostname: &str) -> Result<(), Error> {
+        let same = self.source.lock().is_ok_and(|s| s.settings == *settings);
+        if same {
+            return self.reload();
+        }
+        let loaded = Source::load(settings, hostname);
+        let (config, source) = self.count(loaded)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(config);
+        }
+        if let Ok(mut old) = self.source.lock() {
+            *old = source;
+        }
+        Ok(())
+    }
+
+    fn count<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        let counter = match &result {
+            Ok(_) => &self.reloads.ok,
+            Err(_) => &self.reloads.error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// How long a client has to finish its handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.source
+            .lock()
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |s| s.settings.handshake_timeout)
     }
 
     /// Whether `load` would succeed, without logging what it serves.
@@ -166,29 +185,22 @@ impl ServerTls {
     /// Reads the files again and, if they make a working configuration,
     /// uses it for new handshakes; otherwise keeps the old one, logs one
     /// line and counts it.
-    pub fn reload(&self) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.loaded = modification_times(&self.settings.watched());
-            seen.pending = None;
-        }
-        let identity = match &self.self_signed {
-            Some(id) => Ok(id.clone()),
-            None => self.settings.identity(""),
+    pub fn reload(&self) -> Result<(), Error> {
+        let built = match self.source.lock() {
+            Ok(mut source) => source.rebuild(),
+            Err(_) => Err(Error::Tls("TLS state poisoned".into())),
         };
-        match identity.and_then(|id| {
-            let fingerprint = certs::fingerprint(&id.chain[0]);
-            build(&self.settings, id).map(|config| (config, fingerprint))
-        }) {
+        match self.count(built) {
             Ok((config, fingerprint)) => {
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(config);
                 }
-                self.reloads.ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(sha256 = fingerprint, "TLS certificates reloaded");
+                Ok(())
             }
             Err(e) => {
-                self.reloads.error.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("TLS reload failed, keeping the certificates in use: {e}");
+                Err(e)
             }
         }
     }
@@ -198,11 +210,12 @@ impl ServerTls {
     /// that a certificate and key replaced one after the other are read
     /// as a pair, not caught halfway.
     pub fn reload_if_changed(&self) {
-        let now = modification_times(&self.settings.watched());
         let settled = {
-            let Ok(mut seen) = self.seen.lock() else {
+            let Ok(mut source) = self.source.lock() else {
                 return;
             };
+            let now = modification_times(&source.settings.watched());
+            let seen = &mut source.seen;
             if seen.loaded == now {
                 seen.pending = None;
                 false
@@ -214,13 +227,49 @@ impl ServerTls {
             }
         };
         if settled {
-            self.reload();
+            let _ = self.reload();
         }
     }
+}
 
-    /// Whether any file is watched for changes.
-    pub fn watches_files(&self) -> bool {
-        !self.settings.watched().is_empty()
+impl Source {
+    /// The configuration and where it came from; logs the certificate's
+    /// fingerprint so that a client can pin or compare it.
+    fn load(settings: &TlsSettings, hostname: &str) -> Result<(ServerConfig, Source), Error> {
+        let self_signed = if settings.self_signed {
+            Some(settings.identity(hostname)?)
+        } else {
+            None
+        };
+        let loaded = modification_times(&settings.watched());
+        let identity = match &self_signed {
+            Some(id) => id.clone(),
+            None => settings.identity(hostname)?,
+        };
+        log_identity(&identity, settings.self_signed);
+        let config = build(settings, identity)?;
+        let source = Source {
+            settings: settings.clone(),
+            self_signed,
+            seen: Seen {
+                loaded,
+                pending: None,
+            },
+        };
+        Ok((config, source))
+    }
+
+    /// The same settings read again: a new configuration and its
+    /// certificate's fingerprint.
+    fn rebuild(&mut self) -> Result<(ServerConfig, String), Error> {
+        self.seen.loaded = modification_times(&self.settings.watched());
+        self.seen.pending = None;
+        let identity = match &self.self_signed {
+            Some(id) => id.clone(),
+            None => self.settings.identity("")?,
+        };
+        let fingerprint = certs::fingerprint(&identity.chain[0]);
+        build(&self.settings, identity).map(|config| (config, fingerprint))
     }
 }
 

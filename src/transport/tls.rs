@@ -8,7 +8,6 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
@@ -110,7 +109,6 @@ pub struct TlsUpgrade {
     pub tls: Arc<ServerTls>,
     /// Handshakes in progress, over every TLS listener.
     pub handshakes: Arc<Semaphore>,
-    pub timeout: Duration,
     pub counters: Arc<TlsCounters>,
     /// The drain deadline: a handshake under way when the server starts
     /// to stop is finished (in TLS 1.3 the client's first lines may follow
@@ -136,7 +134,7 @@ impl<S: ByteStream> Upgrade<S> for TlsUpgrade {
         // The configuration current now serves this handshake to its end,
         // whatever a reload does meanwhile.
         let acceptor = TlsAcceptor::from(self.tls.config());
-        let (timeout, abort) = (self.timeout, self.abort.clone());
+        let (timeout, abort) = (self.tls.handshake_timeout(), self.abort.clone());
         let accepted = TlsSocket::with_early(std::mem::take(early), accepted);
         Upgraded::Handshake(Box::pin(async move {
             let mut accept = acceptor.accept(accepted).into_fallible();
@@ -204,7 +202,6 @@ mod tests {
         let upgrade = TlsUpgrade {
             tls: Arc::new(ServerTls::load(&settings, "h").unwrap()),
             handshakes: Arc::new(Semaphore::new(4)),
-            timeout: Duration::from_secs(10),
             counters: Arc::default(),
             abort: CancellationToken::new(),
         };
@@ -213,7 +210,7 @@ mod tests {
             panic!("TLS has a handshake");
         };
         let new = write_identity(&dir);
-        upgrade.tls.reload();
+        upgrade.tls.reload().unwrap();
         let served = tokio::spawn(async move {
             let mut stream = handshake.await.unwrap();
             let mut line = [0; 5];

@@ -226,7 +226,7 @@ impl Running<'_> {
             tokio::select! {
                 asked = signals.next() => match asked {
                     Asked::Stop(name) => {
-                        tracing::info!("{name}: stopping");
+                        tracing::info!("{name} received");
                         return Ending::Drain;
                     }
                     Asked::Quit => {
@@ -267,12 +267,12 @@ async fn stop(
         }
         Ending::HandedOver(pid) => {
             handle.disown_socket_files();
-            tracing::info!("process {pid} serves the sockets now: draining connections");
+            tracing::info!("process {pid} serves the sockets now; stopping: draining connections");
         }
         Ending::Drain => {
             remove(control_file);
             delay_shutdown(&handle, settings.shutdown_delay, signals).await;
-            tracing::info!("draining connections");
+            tracing::info!("stopping: draining connections");
             tsecho::systemd::notify("STOPPING=1\nSTATUS=draining");
         }
     }
