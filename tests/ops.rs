@@ -12,51 +12,10 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ServeProcess, free_tcp_port, have_tool, socket_path, split_ctime_stamp, tsecho_bin};
-
-fn curl(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
-}
-
-/// A TOML file in the temp directory, removed when dropped (a failing
-/// test included).
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, text: &str) -> Self {
-        let file = ConfigFile(socket_path(name).with_extension("toml"));
-        file.write(text);
-        file
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.0, text).unwrap();
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing in:\n{body}"))
-        .parse()
-        .unwrap()
-}
+use common::{
+    ConfigFile, ServeProcess, curl, free_tcp_port, have_tool, metric, socket_path,
+    split_ctime_stamp, tsecho_bin,
+};
 
 #[test]
 fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
