@@ -535,3 +535,47 @@ fn five_upgrades_under_load_lose_nothing() {
     assert!(current.child.wait().unwrap().success());
     assert!(!control.exists(), "the control socket file is left behind");
 }
+
+/// Pass: a server started by socket activation hands systemd's socket over
+/// too: the new process serves it as inherited (and binds no defaults
+/// beside it), the old one exits 0.
+#[test]
+fn takeover_hands_over_socket_activated_sockets() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    let port = common::free_tcp_port();
+    let control = socket_path("activated-control");
+    let control_url = format!("unix://{}", control.display());
+    let mut old = ServeProcess::start_command(
+        Command::new("systemd-socket-activate").args([
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            tsecho_bin(),
+            "serve",
+            "--control",
+            &control_url,
+        ]),
+        "Listening on",
+        1,
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // The first connection starts it.
+    assert!(is_ctime_stamp(&ask_tcp(addr, "activated")));
+    old.wait_for_log("control socket on");
+    let mut new = ServeProcess::start(
+        &[
+            "--control",
+            &control_url,
+            "--takeover",
+            control.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert_eq!(new.addr(0), addr);
+    new.wait_for_log("took over from process");
+    old.rest_of_stderr();
+    assert!(old.child.wait().unwrap().success());
+    assert!(is_ctime_stamp(&ask_tcp(addr, "served by the new process")));
+    assert!(!new.log_so_far().contains(":21567"), "{}", new.log_so_far());
+}

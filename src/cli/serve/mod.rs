@@ -144,7 +144,9 @@ enum Ending {
 pub fn run(args: &Args, settings: Settings, level_fixed: bool) -> anyhow::Result<()> {
     // Before any thread exists: taking them edits the environment.
     let activated = tsecho::systemd::take_activated_sockets();
-    let endpoints = endpoints_for(&settings, !activated.is_empty())?;
+    // Checked before anything else happens; computed again below, once
+    // the sockets a takeover brings are known.
+    endpoints_for(&settings, !activated.is_empty())?;
     let takeover_path = args
         .takeover
         .as_deref()
@@ -173,7 +175,7 @@ pub fn run(args: &Args, settings: Settings, level_fixed: bool) -> anyhow::Result
         if let Some(takeover) = &mut takeover {
             server = takeover::add_sockets(server, takeover);
         }
-        for endpoint in endpoints {
+        for endpoint in endpoints_for(&settings, inherited)? {
             server = server.endpoint(endpoint);
         }
         let control = takeover::control_listener(settings.control.as_ref(), takeover.as_mut())?;
