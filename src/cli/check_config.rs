@@ -25,6 +25,7 @@ pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
     {
         tsecho::tls::ServerTls::check(&settings.options().tls)?;
     }
+    check_socket_files(&settings)?;
     let mut out = std::io::stdout().lock();
     for (key, values) in settings.describe() {
         // check-config reads no flags: what is not the file's is the
@@ -45,6 +46,25 @@ pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
         // A closed pipe (| head) is not an error worth a panic.
         let _ = writeln!(out, "{key} = {shown}  # {source}");
     }
-    let _ = writeln!(out, "# {}: OK", path.display());
+    // The same checks a reload makes before it changes anything (only
+    // binding a new listener can still fail then).
+    let _ = writeln!(
+        out,
+        "# {}: OK, to start with or to reload (SIGHUP)",
+        path.display()
+    );
     Ok(0)
+}
+
+/// Socket file owners and groups that exist, a control socket that is a
+/// unix:///path: what binding would otherwise find out.
+fn check_socket_files(settings: &tsecho::settings::Settings) -> anyhow::Result<()> {
+    for endpoint in &settings.listen {
+        tsecho::listener::socket_file::check(&endpoint.socket_file)
+            .map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))?;
+    }
+    if let Some(control) = &settings.control {
+        tsecho::control::control_path(control)?;
+    }
+    Ok(())
 }

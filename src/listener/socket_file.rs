@@ -62,6 +62,11 @@ pub fn set_permissions(path: &Path, file: &SocketFile) -> io::Result<()> {
     permit(path, file, ids)
 }
 
+/// Whether the owner and group a URL names exist (`check-config`).
+pub fn check(file: &SocketFile) -> io::Result<()> {
+    resolve(file).map(drop)
+}
+
 /// The owner and group as ids, looked up before anything is bound so that
 /// an unknown name leaves no file behind.
 fn resolve(file: &SocketFile) -> io::Result<(Option<Uid>, Option<Gid>)> {
