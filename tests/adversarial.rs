@@ -574,11 +574,9 @@ fn idle_flood_of_the_metrics_port_starves_nothing_and_does_not_spin() {
         1,
     );
     let stamp = server.addr(0);
-    let line = server.wait_for_log("metrics on http://");
-    let metrics: SocketAddr = line[line.find("http://").unwrap() + 7..]
-        .split('/')
-        .next()
-        .unwrap()
+    let metrics: SocketAddr = server
+        .metrics_base()
+        .trim_start_matches("http://")
         .parse()
         .unwrap();
     let flood: Vec<TcpStream> = (0..300)

@@ -33,11 +33,7 @@ fn metrics_count_what_was_sent_and_readyz_turns_503_while_draining() {
         ],
         2,
     );
-    let line = server.wait_for_log("metrics on http://");
-    let base = line[line.find("http://").unwrap()..]
-        .trim()
-        .trim_end_matches("/metrics")
-        .to_string();
+    let base = server.metrics_base();
 
     let mut conn = common::connect(server.addr(0));
     conn.write_all(b"one\ntwo\nthree\n").unwrap();

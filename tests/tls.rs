@@ -93,14 +93,8 @@ fn serve_tls(pki: &Pki, extra: &[&str]) -> ServeProcess {
 
 /// The value of one /metrics sample whose line starts with `prefix`.
 pub fn metric(server: &mut ServeProcess, prefix: &str) -> u64 {
-    let marker = "metrics on http://";
-    let line = match server.log_so_far().lines().find(|l| l.contains(marker)) {
-        Some(line) => line.to_string(),
-        None => server.wait_for_log(marker),
-    };
-    let at = line.find("http://").unwrap() + 7;
-    let addr = line[at..].trim_end_matches("/metrics").trim();
-    let mut conn = connect(addr);
+    let base = server.metrics_base();
+    let mut conn = connect(base.trim_start_matches("http://"));
     conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut body = String::new();
     conn.read_to_string(&mut body).unwrap();

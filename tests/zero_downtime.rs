@@ -37,15 +37,7 @@ fn ask_on(conn: &mut TcpStream, line: &str) -> String {
 
 /// `tsecho client URL` with `input` piped in.
 fn client(url: &str, input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(tsecho_bin())
-        .args(["client", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    common::run_with_input(Command::new(tsecho_bin()).args(["client", url]), input)
 }
 
 /// `2026-12-03T10:09:49+00:00` rather than `Thu Dec  3 10:09:49 2026`.
@@ -75,14 +67,7 @@ fn reload_applies_format_and_listeners_and_a_broken_file_changes_nothing() {
         "listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\nmetrics = \"tcp://127.0.0.1:0\"\n",
     );
     let mut server = ServeProcess::start(&["--config", config.path()], 2);
-    let metrics = server.wait_for_log("metrics on http://");
-    let base = metrics
-        .split("metrics on ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_end_matches("/metrics")
-        .to_string();
+    let base = server.metrics_base();
     let (tcp, udp) = (server.addr(0), server.addr(1));
     let mut before = TcpStream::connect(tcp).unwrap();
     before
@@ -207,9 +192,7 @@ fn shutdown_delay_keeps_serving_with_readyz_503() {
         ],
         1,
     );
-    let metrics = server.wait_for_log("metrics on http://");
-    let base = metrics.split("metrics on ").nth(1).unwrap().trim();
-    let base = base.trim_end_matches("/metrics").to_string();
+    let base = server.metrics_base();
     assert_eq!(curl(&format!("{base}/readyz")).0, 200);
     let asked = Instant::now();
     server.signal("TERM");

@@ -179,19 +179,14 @@ impl ServeProcess {
     /// Runs `tsecho ARGS` in the server's network namespace with `input`
     /// on stdin (for a server from `start_isolated`).
     pub fn run_beside(&self, args: &[&str], input: &[u8]) -> std::process::Output {
-        use std::io::Write;
         let net = format!("--net=/proc/{}/ns/net", self.child.id());
-        let mut child = Command::new("nsenter")
-            .arg(net)
-            .arg(tsecho_bin())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+        run_with_input(
+            Command::new("nsenter")
+                .arg(net)
+                .arg(tsecho_bin())
+                .args(args),
+            input,
+        )
     }
 
     /// As `start`, with the server's open-file limit lowered to `limit`.
@@ -292,6 +287,19 @@ impl ServeProcess {
         assert!(status.success());
     }
 
+    /// `http://ADDR` of the server's /metrics listener, from its log.
+    pub fn metrics_base(&mut self) -> String {
+        let marker = "metrics on http://";
+        let line = match self.log_so_far().lines().find(|l| l.contains(marker)) {
+            Some(line) => line.to_string(),
+            None => self.wait_for_log(marker),
+        };
+        line[line.find("http://").unwrap()..]
+            .trim()
+            .trim_end_matches("/metrics")
+            .to_string()
+    }
+
     /// Everything the server logged so far, as read.
     pub fn log_so_far(&self) -> &str {
         &self.log
@@ -332,6 +340,19 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` with `input` on stdin: its output.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// GET with curl: the status code and the body.
