@@ -3,7 +3,6 @@
 //! any split of the input can be fed to it in a test, and every transport
 //! drives the same code (`stream.rs`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::context::{Config, Shared};
@@ -51,8 +50,9 @@ pub struct Exchange {
     progressed: bool,
     pub totals: Totals,
     pub last_input: Instant,
-    /// The configuration the replies are styled by, if they follow reloads.
-    styled_by: Option<Arc<Config>>,
+    /// The generation of the configuration the replies are styled by, if
+    /// they follow reloads.
+    styled_by: Option<u64>,
 }
 
 impl Exchange {
@@ -75,23 +75,29 @@ impl Exchange {
 
     /// Replies follow the time format and template of `config`, and of
     /// each configuration a reload puts in its place.
-    pub fn following(mut self, config: Arc<Config>) -> Self {
-        self.styled_by = Some(config);
+    pub fn following(mut self, config: &Config) -> Self {
+        self.styled_by = Some(config.generation());
         self
     }
 
-    /// Takes up a reload's time format and template: one atomic load per
-    /// read while nothing changed.
+    /// Takes up a reload's time format and template: one atomic load and
+    /// compare per read while nothing changed.
     #[inline]
     pub fn follow_reload(&mut self, shared: &Shared) {
-        if let Some(config) = &self.styled_by
-            && !shared.is_current(config)
+        if let Some(generation) = self.styled_by
+            && generation != shared.generation()
         {
-            let config = shared.config();
-            self.stamp
-                .restyle(config.style.clone(), config.options.reply_template.clone());
-            self.styled_by = Some(config);
+            self.restyle(shared);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn restyle(&mut self, shared: &Shared) {
+        let config = shared.config();
+        self.stamp
+            .restyle(config.style.clone(), config.options.reply_template.clone());
+        self.styled_by = Some(config.generation());
     }
 
     /// Bytes that arrived before the connection was handed over (after a

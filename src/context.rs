@@ -36,6 +36,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn new(options: Options, host: Arc<str>, reflector_ports: Vec<u16>) -> Self {
         Config {
             style: Arc::new(options.time.clone()),
@@ -103,7 +107,13 @@ impl Shared {
     /// Whether `config` is still the one in effect: one atomic load, for
     /// loops that keep a copy.
     pub fn is_current(&self, config: &Config) -> bool {
-        self.generation.load(Ordering::Relaxed) == config.generation
+        self.generation() == config.generation
+    }
+
+    /// Which configuration is in effect: it changes with every reload.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Puts `config` in effect for what starts from now on.

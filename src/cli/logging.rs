@@ -29,6 +29,13 @@ pub fn init(format: LogFormat, level: &str) {
         .init();
 }
 
+/// Whether `level` is a level or filter `set_level` takes.
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| format!("log-level {level:?}: {e}"))
+}
+
 /// A new level or filter, from a reloaded config file.
 pub fn set_level(level: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("log-level {level:?}: {e}"))?;

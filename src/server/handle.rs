@@ -121,9 +121,13 @@ impl ServerHandle {
         }
         let abort = served.ctx.abort.clone();
         let drain = self.shared.config().options.drain_timeout;
+        // Ends early when the server's own abort (its parent) comes first,
+        // so a shutdown never waits on it.
         self.helpers.spawn(async move {
-            tokio::time::sleep(drain).await;
-            abort.cancel();
+            tokio::select! {
+                () = tokio::time::sleep(drain) => abort.cancel(),
+                () = abort.cancelled() => {}
+            }
         });
     }
 

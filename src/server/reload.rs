@@ -14,6 +14,7 @@ use crate::context::Config;
 use crate::endpoint::{Address, Endpoint, Transport};
 use crate::error::Error;
 use crate::listener::Bound;
+use crate::rate_limit::ResponseLimiter;
 use crate::settings::Options;
 use crate::tls::ServerTls;
 
@@ -197,6 +198,9 @@ impl ServerHandle {
             })
             .collect();
         udp_ports.extend(groups.iter().flat_map(Group::udp_ports));
+        if old.options.limits.udp != options.limits.udp {
+            self.reset_udp_limiters(&options);
+        }
         self.shared
             .replace_config(Config::new(options, host, reflector_ports(udp_ports)));
         for group in groups {
@@ -212,6 +216,15 @@ impl ServerHandle {
             self.retire(served, replaced);
         }
         report
+    }
+
+    /// New UDP response limits start from full allowances.
+    fn reset_udp_limiters(&self, options: &Options) {
+        for ctx in self.shared.listeners() {
+            if let Ok(mut limiter) = ctx.udp_limiter.lock() {
+                *limiter = ResponseLimiter::new(&options.limits.udp);
+            }
+        }
     }
 
     /// The listeners the new settings no longer have, taken out of the

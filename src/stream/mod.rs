@@ -99,7 +99,7 @@ pub async fn serve<S: ByteStream>(
             let mut exchange = Box::new(
                 Exchange::new(responder, stamp, budget)
                     .with_early_input(early_input)
-                    .following(on.config.clone()),
+                    .following(&on.config),
             );
             let result = serve_requests(&mut sock, &mut exchange, &on).await;
             totals = exchange.totals;

@@ -202,8 +202,11 @@ pub fn run(args: &Args, settings: Settings, level_fixed: bool) -> anyhow::Result
             args,
             handle: &handle,
             control: control.as_ref(),
-            inherited,
-            level_fixed,
+            started: Started {
+                inherited,
+                level_fixed,
+                threads: settings.threads,
+            },
         };
         let ending = run.until_stopped(&mut signals).await;
         stop(handle, ending, &settings, &mut signals, control).await;
@@ -216,9 +219,17 @@ struct Running<'a> {
     args: &'a Args,
     handle: &'a ServerHandle,
     control: Option<&'a ControlListener>,
+    started: Started,
+}
+
+/// What a reload needs to know of how the server started.
+pub struct Started {
     /// Whether some listeners came from systemd.
     inherited: bool,
+    /// --log-level or RUST_LOG: a reload leaves the level alone.
     level_fixed: bool,
+    /// The threads the server runs on, which only a restart changes.
+    threads: Option<usize>,
 }
 
 impl Running<'_> {
@@ -236,7 +247,7 @@ impl Running<'_> {
                         return Ending::Now;
                     }
                     Asked::Reload => {
-                        reload::reload(self.args, self.handle, self.inherited, self.level_fixed).await;
+                        reload::reload(self.args, self.handle, &self.started).await;
                     }
                     Asked::Ignored(name) => {
                         tracing::info!("{name} ignored: tsecho gives it no meaning");

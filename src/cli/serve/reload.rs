@@ -4,10 +4,10 @@
 
 use tsecho::ServerHandle;
 
-use super::{Args, endpoints_for, server_options};
+use super::{Args, Started, endpoints_for, server_options};
 
 /// Reloads, telling systemd (Type=notify-reload) when it starts and ends.
-pub async fn reload(args: &Args, handle: &ServerHandle, inherited: bool, level_fixed: bool) {
+pub async fn reload(args: &Args, handle: &ServerHandle, started: &Started) {
     tsecho::systemd::notify(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
         monotonic_usec()
@@ -21,7 +21,7 @@ pub async fn reload(args: &Args, handle: &ServerHandle, inherited: bool, level_f
         }
         Some(path) => {
             let path = path.display();
-            match apply(args, handle, inherited, level_fixed).await {
+            match apply(args, handle, started).await {
                 Ok(summary) => tracing::info!("configuration reloaded from {path}: {summary}"),
                 Err(e) => {
                     tracing::error!("reload of {path} failed, nothing changed: {e}");
@@ -32,12 +32,7 @@ pub async fn reload(args: &Args, handle: &ServerHandle, inherited: bool, level_f
     tsecho::systemd::notify("READY=1\nSTATUS=serving");
 }
 
-async fn apply(
-    args: &Args,
-    handle: &ServerHandle,
-    inherited: bool,
-    level_fixed: bool,
-) -> anyhow::Result<String> {
+async fn apply(args: &Args, handle: &ServerHandle, started: &Started) -> anyhow::Result<String> {
     let settings = match args.settings() {
         Ok((settings, _)) => settings,
         Err(e) => {
@@ -45,12 +40,22 @@ async fn apply(
             return Err(e.into());
         }
     };
-    if !level_fixed && let Err(e) = crate::cli::logging::set_level(&settings.log_level) {
+    // Checked before anything changes; set once the reload succeeded.
+    let level = (!started.level_fixed).then(|| settings.log_level.clone());
+    if let Some(level) = &level
+        && let Err(e) = crate::cli::logging::check_level(level)
+    {
         handle.count_reload(false);
         anyhow::bail!(e);
     }
-    let endpoints = endpoints_for(&settings, inherited)?;
-    let report = handle.reload(server_options(&settings), endpoints).await?;
+    let endpoints = endpoints_for(&settings, started.inherited)?;
+    let mut report = handle.reload(server_options(&settings), endpoints).await?;
+    if let Some(level) = level {
+        let _ = crate::cli::logging::set_level(&level);
+    }
+    if settings.threads != started.threads {
+        report.need_restart.push("threads");
+    }
     for key in &report.need_restart {
         tracing::warn!("{key} changed: it takes a restart (or --takeover) to apply");
     }
