@@ -29,6 +29,9 @@ pub enum Expired {
     Line,
 }
 
+/// An exchange whose replies keep the style they started with.
+const NOT_FOLLOWING: u64 = u64::MAX;
+
 /// The state of one request/reply conversation, independent of the socket.
 #[derive(Debug)]
 pub struct Exchange {
@@ -50,9 +53,9 @@ pub struct Exchange {
     progressed: bool,
     pub totals: Totals,
     pub last_input: Instant,
-    /// The generation of the configuration the replies are styled by, if
-    /// they follow reloads.
-    styled_by: Option<u64>,
+    /// The generation of the configuration the replies are styled by
+    /// (`NOT_FOLLOWING`: they do not follow reloads).
+    styled_by: u64,
 }
 
 impl Exchange {
@@ -69,14 +72,14 @@ impl Exchange {
             progressed: false,
             totals: Totals::default(),
             last_input: Instant::now(),
-            styled_by: None,
+            styled_by: NOT_FOLLOWING,
         }
     }
 
     /// Replies follow the time format and template of `config`, and of
     /// each configuration a reload puts in its place.
     pub fn following(mut self, config: &Config) -> Self {
-        self.styled_by = Some(config.generation());
+        self.styled_by = config.generation();
         self
     }
 
@@ -84,9 +87,7 @@ impl Exchange {
     /// compare per read while nothing changed.
     #[inline]
     pub fn follow_reload(&mut self, shared: &Shared) {
-        if let Some(generation) = self.styled_by
-            && generation != shared.generation()
-        {
+        if self.styled_by != NOT_FOLLOWING && self.styled_by != shared.generation() {
             self.restyle(shared);
         }
     }
@@ -97,7 +98,7 @@ impl Exchange {
         let config = shared.config();
         self.stamp
             .restyle(config.style.clone(), config.options.reply_template.clone());
-        self.styled_by = Some(config.generation());
+        self.styled_by = config.generation();
     }
 
     /// Bytes that arrived before the connection was handed over (after a

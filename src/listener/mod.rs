@@ -25,7 +25,7 @@ use crate::endpoint::Transport;
 use crate::limits::Refusal;
 use crate::service::stamp::Origin;
 use crate::stats::Stats;
-use crate::stream::{self, ConnectionLog, Handover};
+use crate::stream::{self, ConnectionLog, Handover, On};
 use crate::transport::tls::TlsUpgrade;
 use crate::transport::{Accept, ByteStream, Plain, Upgrade, Upgraded};
 
@@ -148,7 +148,9 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
     };
     let (listener, shared) = (listener.clone(), shared.clone());
     Some(match upgraded {
-        Upgraded::Ready(stream) => Either::Left(stream::serve(stream, listener, shared, handover)),
+        Upgraded::Ready(stream) => {
+            Either::Left(stream::serve(stream, On { shared, listener }, handover))
+        }
         Upgraded::Handshake(handshake) => Either::Right(Box::pin(async move {
             match handshake.await {
                 Ok(stream) => {
@@ -156,7 +158,7 @@ fn admit<S: ByteStream, U: Upgrade<S>>(
                     if let Some(origin) = handover.origin.as_mut() {
                         origin.tls = stream.tls_info().unwrap_or_default();
                     }
-                    stream::serve(stream, listener, shared, handover).await
+                    stream::serve(stream, On { shared, listener }, handover).await
                 }
                 // Its admission is given back with the handover.
                 Err(e) => tracing::debug!("handshake failed: {e}"),

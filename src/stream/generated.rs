@@ -25,7 +25,7 @@ pub(super) async fn serve_greeting<S: ByteStream>(
     greeting: Greeting,
     on: &On,
 ) -> io::Result<()> {
-    let mut stamper = Stamper::new(on.config.style.clone());
+    let mut stamper = Stamper::new(on.config().style.clone());
     let mut out = Vec::with_capacity(64);
     greeting.write(SystemTime::now(), &mut stamper, &mut out);
     Stats::add(&on.shared.stats.local().stream_replies, 1);
@@ -41,7 +41,7 @@ pub(super) async fn serve_chargen<S: ByteStream>(sock: &mut S, on: &On) -> io::R
     let mut offset = 0;
     let mut input_open = true;
     let mut last_progress = Instant::now();
-    let write_timeout = on.limits().write_timeout;
+    let write_timeout = on.config().options.limits.write_timeout;
     loop {
         tokio::select! {
             biased;

@@ -27,7 +27,7 @@ use crate::clock::Stamper;
 use crate::connection::{self, DRAIN_SETTLE, Exchange, Expired, LINGER, Totals};
 use crate::context::{Config, ListenerCtx, Shared};
 use crate::framing::Responder;
-use crate::limits::{Admission, Limits};
+use crate::limits::Admission;
 use crate::service::StreamRole;
 use crate::service::stamp::{Origin, StampWriter};
 use crate::stats::Stats;
@@ -63,43 +63,34 @@ pub struct ConnectionLog {
 }
 
 /// Serves one connection to the end; errors only end this connection.
-pub async fn serve<S: ByteStream>(
-    mut sock: S,
-    listener: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
-    handover: Handover,
-) {
+pub async fn serve<S: ByteStream>(mut sock: S, on: On, handover: Handover) {
     let Handover {
         admission,
         origin,
         early_input,
         log,
     } = handover;
-    Stats::add(&shared.stats.local().connections_accepted, 1);
-    listener.stats.count_connection();
+    Stats::add(&on.shared.stats.local().connections_accepted, 1);
+    on.listener.stats.count_connection();
     let mut totals = Totals::default();
-    // Owned together: an idle connection's memory is its task, and this
-    // costs it one pointer more than the two Arcs it replaces.
-    let on = On {
-        config: shared.config(),
-        shared,
-        listener,
-    };
     let result = match on.listener.service.stream_role() {
         StreamRole::Answer(answering) => {
-            let responder = Responder::new(answering, on.config.options.framing);
+            // Not kept in the task: an idle connection's memory is its
+            // task, and one pointer more can cost it a whole cache line.
+            let config = on.shared.config();
+            let responder = Responder::new(answering, config.options.framing);
             // Boxed so that its state does not enlarge every connection's
             // task: an idle connection's memory is its task.
             let stamp = StampWriter::new(
-                Stamper::new(on.config.style.clone()),
-                on.config.options.reply_template.clone(),
+                Stamper::new(config.style.clone()),
+                config.options.reply_template.clone(),
                 origin,
             );
-            let budget = on.config.options.limits.output_budget;
+            let budget = config.options.limits.output_budget;
             let mut exchange = Box::new(
                 Exchange::new(responder, stamp, budget)
                     .with_early_input(early_input)
-                    .following(&on.config),
+                    .following(&config),
             );
             let result = serve_requests(&mut sock, &mut exchange, &on).await;
             totals = exchange.totals;
@@ -141,17 +132,22 @@ fn log_closed(
     );
 }
 
-/// What a connection's loops need besides its stream: the counters, its
-/// listener's stop and abort, and the limits it was accepted under.
-struct On {
-    shared: Arc<Shared>,
-    listener: Arc<ListenerCtx>,
-    config: Arc<Config>,
+/// What a connection's loops need besides its stream: the counters and
+/// the settings in effect, and its listener's stop and abort.
+///
+/// Taken by `serve` as it is: moved into a local, it would be laid out
+/// twice in every connection's task.
+pub struct On {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<ListenerCtx>,
 }
 
 impl On {
-    fn limits(&self) -> &Limits {
-        &self.config.options.limits
+    /// The settings in effect now (a lock and a reference count): for
+    /// what happens once per connection or on the slow paths, so that the
+    /// connection's task holds no copy.
+    fn config(&self) -> Arc<Config> {
+        self.shared.config()
     }
 }
 
@@ -187,7 +183,7 @@ async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On)
     let shutdown = listener.stop.cancelled();
     tokio::pin!(shutdown);
     let timer = tokio::time::sleep_until(
-        connection::earliest_possible_deadline(Instant::now(), on.limits()).into(),
+        connection::earliest_possible_deadline(Instant::now(), &on.config().options.limits).into(),
     );
     tokio::pin!(timer);
     loop {
@@ -230,9 +226,11 @@ async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On)
                     // The timer runs at the earliest moment a deadline could
                     // fall; only now is the real one worked out.
                     let now = Instant::now();
-                    let (deadline, reason) = ex.input_deadline(on.limits());
+                    let config = on.config();
+                    let limits = &config.options.limits;
+                    let (deadline, reason) = ex.input_deadline(limits);
                     if deadline > now {
-                        timer.as_mut().reset(connection::next_check(deadline, now, on.limits()).into());
+                        timer.as_mut().reset(connection::next_check(deadline, now, limits).into());
                         continue;
                     }
                     let counter = match reason {
@@ -323,8 +321,8 @@ async fn write_out<S: ByteStream>(sock: &mut S, out: &[u8], on: &On) -> io::Resu
 
 /// A client that reads none of it for the write timeout loses its connection.
 async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], on: &On) -> io::Result<()> {
-    let (shared, listener, limits) = (&*on.shared, &*on.listener, on.limits());
-    let timeout = limits.write_timeout;
+    let (shared, listener) = (&*on.shared, &*on.listener);
+    let timeout = on.config().options.limits.write_timeout;
     let write = async {
         sock.write_all(rest).await?;
         sock.flush().await
