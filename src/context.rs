@@ -31,7 +31,7 @@ pub struct Config {
     /// `{host}` in reply templates.
     pub host: Arc<str>,
     /// Source ports a UDP reply never goes to, our own included.
-    pub reflector_ports: Vec<u16>,
+    pub reflector_ports: PortSet,
     generation: u64,
 }
 
@@ -45,9 +45,31 @@ impl Config {
             style: Arc::new(options.time.clone()),
             options,
             host,
-            reflector_ports,
+            reflector_ports: PortSet::from(&reflector_ports[..]),
             generation: 0,
         }
+    }
+}
+
+/// A set of ports, one bit each (8 KiB): asked once per datagram, so a
+/// lookup is a load and a shift rather than a scan.
+#[derive(Debug)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+}
+
+impl From<&[u16]> for PortSet {
+    fn from(ports: &[u16]) -> Self {
+        let mut bits = Box::new([0u64; 1024]);
+        for &port in ports {
+            bits[usize::from(port >> 6)] |= 1 << (port & 63);
+        }
+        PortSet(bits)
     }
 }
 
@@ -228,5 +250,21 @@ impl LogLimiter {
             *last = Some(Instant::now());
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortSet;
+
+    #[test]
+    fn port_set_holds_exactly_its_ports() {
+        let set = PortSet::from(&[0, 7, 63, 64, 65535][..]);
+        for port in [0, 7, 63, 64, 65535] {
+            assert!(set.contains(port), "{port}");
+        }
+        for port in [1, 8, 62, 65, 128, 65534] {
+            assert!(!set.contains(port), "{port}");
+        }
     }
 }

@@ -93,6 +93,7 @@ impl<'a> Answerer<'a> {
 
     /// Takes up a reloaded configuration, if there is one: one atomic
     /// load per batch when there is not.
+    #[inline]
     fn refresh(&mut self) {
         if !self.shared.is_current(&self.config) {
             self.config = self.shared.config();
@@ -100,8 +101,9 @@ impl<'a> Answerer<'a> {
         }
     }
 
+    #[inline]
     fn is_reflector_port(&self, port: u16) -> bool {
-        port == 0 || self.config.reflector_ports.contains(&port)
+        port == 0 || self.config.reflector_ports.contains(port)
     }
 
     /// Adds one batch's counts to the server's and the listener's counters:
