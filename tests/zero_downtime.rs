@@ -458,17 +458,24 @@ fn udp_load(addr: SocketAddr, per_second: u64, id: usize, progress: Arc<Progress
 fn five_upgrades_under_load_lose_nothing() {
     let control = socket_path("upgrades-control");
     let control_url = format!("unix://{}", control.display());
+    let (stream_file, gram_file) = (socket_path("upgrades-stream"), socket_path("upgrades-gram"));
+    let stream_url = format!("unix://{}", stream_file.display());
+    let gram_url = format!("unixgram://{}", gram_file.display());
     let args = [
         "--listen",
         "tcp://127.0.0.1:0",
         "--listen",
         "udp://127.0.0.1:0",
+        "--listen",
+        &stream_url,
+        "--listen",
+        &gram_url,
         "--control",
         &control_url,
         "--drain-timeout",
         "5s",
     ];
-    let mut current = ServeProcess::start(&args, 2);
+    let mut current = ServeProcess::start(&args, 4);
     let (tcp, udp) = (current.addr(0), current.addr(1));
     let progress = Arc::new(Progress::default());
     let mut load = Vec::new();
@@ -489,7 +496,7 @@ fn five_upgrades_under_load_lose_nothing() {
         progress.wait_for(2_000);
         let mut takeover_args = args.to_vec();
         takeover_args.extend(["--takeover", control.to_str().unwrap()]);
-        let mut next = ServeProcess::start(&takeover_args, 2);
+        let mut next = ServeProcess::start(&takeover_args, 4);
         assert_eq!((next.addr(0), next.addr(1)), (tcp, udp), "round {round}");
         next.wait_for_log("took over from process");
         let committed = Instant::now();
@@ -503,9 +510,20 @@ fn five_upgrades_under_load_lose_nothing() {
         );
         current = next;
     }
-    // Load on the last process too, then stop it.
+    // Load on the last process too, then stop it. The Unix sockets came
+    // along every time, their files in place.
     progress.wait_for(2_000);
     assert!(is_ctime_stamp(&ask_tcp(tcp, "after the upgrades")));
+    let out = client(&stream_url, b"unix stream\n");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("] unix stream\n"));
+    let gram_client = socket_path("upgrades-gram-client");
+    let sock = UnixDatagram::bind(&gram_client).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(b"unix datagram", &gram_file).unwrap();
+    let mut buf = [0; 128];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"] unix datagram"));
+    let _ = std::fs::remove_file(&gram_client);
     progress.stop.store(true, Ordering::Relaxed);
     let mut total = Counts::default();
     for thread in load {
@@ -526,6 +544,7 @@ fn five_upgrades_under_load_lose_nothing() {
     current.rest_of_stderr();
     assert!(current.child.wait().unwrap().success());
     assert!(!control.exists(), "the control socket file is left behind");
+    assert!(!stream_file.exists() && !gram_file.exists());
 }
 
 /// Pass: a server started by socket activation hands systemd's socket over
