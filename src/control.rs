@@ -36,8 +36,10 @@ use crate::error::Error;
 const MESSAGE_LEN: usize = 16 * 1024;
 /// Descriptors in one message: a listener's copies, one per thread.
 const MAX_FDS: usize = 250;
-/// How long the new process waits for each answer of the old one.
+/// How long either side waits for the other's next message.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the old process waits for the new one to start and commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -145,7 +147,8 @@ impl ControlConn {
         listeners: Vec<Handoff>,
         control: Option<(Endpoint, OwnedFd)>,
     ) -> io::Result<Option<u32>> {
-        let Some(Message::Takeover { pid }) = self.receive().await? else {
+        let asked = tokio::time::timeout(ANSWER_TIMEOUT, self.receive()).await;
+        let Ok(Some(Message::Takeover { pid })) = asked.unwrap_or(Ok(None)) else {
             return Ok(None);
         };
         tracing::info!(pid, "process {pid} is taking over the listening sockets");
@@ -165,7 +168,10 @@ impl ControlConn {
             self.send(&message, std::slice::from_ref(fd)).await?;
         }
         self.send(&Message::End, &[]).await?;
-        let Some(Message::Commit { pid }) = self.receive().await? else {
+        // The new process binds, loads its certificates and starts its
+        // threads before it commits; one that never does is given up on.
+        let committed = tokio::time::timeout(COMMIT_TIMEOUT, self.receive()).await;
+        let Ok(Ok(Some(Message::Commit { pid }))) = committed else {
             tracing::warn!("process {pid} did not take over; serving on");
             return Ok(None);
         };
