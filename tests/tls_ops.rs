@@ -408,3 +408,39 @@ fn a_proxy_header_and_client_hello_in_one_write_are_both_read() {
     drop(stream);
     runtime.block_on(server.shutdown());
 }
+
+/// Pass: a reload can bring the first tls:// listener (its certificates
+/// loaded then), and a later reload naming other certificate files
+/// serves them to new sessions while an older session keeps its replies.
+#[test]
+fn a_reload_adds_a_tls_listener_and_changes_its_certificate_files() {
+    if !have_tool("python3") || !have_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new("config-reload");
+    let config = common::ConfigFile::new("tls-config-reload", "listen = [\"tcp://127.0.0.1:0\"]\n");
+    let mut server = ServeProcess::start(&["--config", config.path()], 1);
+    let with_tls = |name: &str| {
+        format!(
+            "listen = [\"tcp://127.0.0.1:0\", \"tls://127.0.0.1:0\"]\n\
+             tls-cert = \"{}\"\ntls-key = \"{}\"\n",
+            pki.path(&format!("{name}.pem")),
+            pki.path(&format!("{name}.key"))
+        )
+    };
+    config.write(&with_tls("server"));
+    server.signal("HUP");
+    let line = server.wait_for_log("listening on tls://");
+    server.wait_for_log("configuration reloaded from");
+    let url = line.split("listening on tls://").nth(1).unwrap();
+    let addr: SocketAddr = url.split_whitespace().next().unwrap().parse().unwrap();
+    let mut before = Session::open(&pki, addr, false);
+    assert_eq!(before.fingerprint, fingerprint_of(&pki, "server.pem"));
+
+    config.write(&with_tls("server2"));
+    server.signal("HUP");
+    server.wait_for_log("configuration reloaded from");
+    let after = Session::open(&pki, addr, false);
+    assert_eq!(after.fingerprint, fingerprint_of(&pki, "server2.pem"));
+    assert!(before.ask("kept\n").ends_with("] kept\n"));
+}
