@@ -87,6 +87,9 @@ pub struct Shared {
     /// Readiness withdrawn (/readyz answers 503) while still serving: the
     /// shutdown delay, then the drain.
     pub unready: CancellationToken,
+    /// The metrics listener stops accepting: at the drain's end (a child
+    /// of `abort`), or once another process took its socket over.
+    pub metrics_stop: CancellationToken,
     /// Open stream connections, in total and per source; the one count of
     /// open connections (the gauge in /metrics reads it).
     pub gate: Arc<ConnectionGate>,
@@ -103,6 +106,7 @@ impl Shared {
     pub fn new(config: Config, tls: Option<Arc<ServerTls>>) -> Self {
         let options = &config.options;
         let handshakes = options.tls.max_handshakes(options.limits.max_connections);
+        let abort = CancellationToken::new();
         Shared {
             tls: tls.map(OnceLock::from).unwrap_or_default(),
             tls_handshakes: Arc::new(Semaphore::new(handshakes)),
@@ -110,7 +114,8 @@ impl Shared {
             generation: AtomicU64::new(0),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
+            metrics_stop: abort.child_token(),
+            abort,
             unready: CancellationToken::new(),
             gate: Arc::new(ConnectionGate::default()),
             listeners: Mutex::default(),

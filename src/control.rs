@@ -14,6 +14,7 @@
 //! old -> new  {"type":"listener","endpoint":"tcp://:21567","inherited":false}  + its copies' fds
 //!             ... one per listener ...
 //!             {"type":"control","endpoint":"unix:///run/tsecho/control.sock"} + 1 fd
+//!             {"type":"metrics","endpoint":"tcp://127.0.0.1:9121"} + 1 fd (with --metrics)
 //!             {"type":"end"}
 //! new -> old  {"type":"commit","pid":N}            (after it started serving)
 //! old -> new  {"type":"committed","pid":M}         (then the old one drains)
@@ -47,6 +48,7 @@ enum Message {
     Takeover { pid: u32 },
     Listener { endpoint: String, inherited: bool },
     Control { endpoint: String },
+    Metrics { endpoint: String },
     End,
     Commit { pid: u32 },
     Committed { pid: u32 },
@@ -146,6 +148,7 @@ impl ControlConn {
         self,
         listeners: Vec<Handoff>,
         control: Option<(Endpoint, OwnedFd)>,
+        metrics: Option<(Endpoint, OwnedFd)>,
     ) -> io::Result<Option<u32>> {
         let asked = tokio::time::timeout(ANSWER_TIMEOUT, self.receive()).await;
         let Ok(Some(Message::Takeover { pid })) = asked.unwrap_or(Ok(None)) else {
@@ -163,6 +166,12 @@ impl ControlConn {
         }
         if let Some((endpoint, fd)) = &control {
             let message = Message::Control {
+                endpoint: endpoint.to_string(),
+            };
+            self.send(&message, std::slice::from_ref(fd)).await?;
+        }
+        if let Some((endpoint, fd)) = &metrics {
+            let message = Message::Metrics {
                 endpoint: endpoint.to_string(),
             };
             self.send(&message, std::slice::from_ref(fd)).await?;
@@ -212,6 +221,8 @@ pub struct Takeover {
     pub listeners: Vec<Handoff>,
     /// The control socket itself, to serve the next takeover from.
     pub control_socket: Option<(Endpoint, OwnedFd)>,
+    /// The /metrics socket, when the old server had one.
+    pub metrics_socket: Option<(Endpoint, OwnedFd)>,
 }
 
 impl Takeover {
@@ -235,6 +246,7 @@ impl Takeover {
             control,
             listeners: Vec::new(),
             control_socket: None,
+            metrics_socket: None,
         };
         takeover
             .send(&Message::Takeover {
@@ -255,9 +267,11 @@ impl Takeover {
                 }) => self.add_listener(&endpoint, inherited, fds)?,
                 Some(Message::Control { endpoint }) => {
                     let endpoint = parse_endpoint(&endpoint)?;
-                    if let Some(fd) = fds.into_iter().next() {
-                        self.control_socket = Some((endpoint, fd));
-                    }
+                    self.control_socket = fds.into_iter().next().map(|fd| (endpoint, fd));
+                }
+                Some(Message::Metrics { endpoint }) => {
+                    let endpoint = parse_endpoint(&endpoint)?;
+                    self.metrics_socket = fds.into_iter().next().map(|fd| (endpoint, fd));
                 }
                 Some(Message::End) => return Ok(()),
                 _ if text.is_empty() => {

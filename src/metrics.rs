@@ -35,34 +35,46 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Binds and registers the metrics listener, if one is asked for.
-pub async fn bind(endpoint: Option<&Endpoint>) -> Result<Option<(SocketAddr, TcpListener)>, Error> {
+pub async fn bind(
+    endpoint: Option<&Endpoint>,
+    handed_over: Option<std::os::fd::OwnedFd>,
+) -> Result<Option<(SocketAddr, TcpListener)>, Error> {
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
-    let (addr, listener) = crate::listener::bind::bind_tcp(endpoint).await?;
-    let listener = TcpListener::from_std(listener).map_err(|reason| Error::Listen {
+    let listen_error = |reason| Error::Listen {
         endpoint: endpoint.to_string(),
         reason,
-    })?;
+    };
+    let (addr, listener) = match handed_over {
+        Some(fd) => {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true).map_err(listen_error)?;
+            (listener.local_addr().map_err(listen_error)?, listener)
+        }
+        None => crate::listener::bind::bind_tcp(endpoint).await?,
+    };
+    let listener = TcpListener::from_std(listener).map_err(listen_error)?;
     Ok(Some((addr, listener)))
 }
 
 /// Serves HTTP until the server's tasks are aborted (after the drain), so
-/// that /readyz answers 503 while connections drain.
+/// that /readyz answers 503 while connections drain; or until the socket
+/// was handed to a process that took over, which answers from then on.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let accept_log = LogLimiter::default();
     loop {
         // A permit before the accept, as mini-redis does.
         let permit = tokio::select! {
-            _ = shared.abort.cancelled() => return,
+            _ = shared.metrics_stop.cancelled() => return,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
         let Some((stream, _)) =
-            accept_next(&listener, &shared.abort, &shared.stats, &accept_log).await
+            accept_next(&listener, &shared.metrics_stop, &shared.stats, &accept_log).await
         else {
             return;
         };

@@ -472,11 +472,14 @@ fn five_upgrades_under_load_lose_nothing() {
         &gram_url,
         "--control",
         &control_url,
+        "--metrics",
+        "tcp://127.0.0.1:0",
         "--drain-timeout",
         "5s",
     ];
     let mut current = ServeProcess::start(&args, 4);
     let (tcp, udp) = (current.addr(0), current.addr(1));
+    let metrics = current.metrics_base();
     let progress = Arc::new(Progress::default());
     let mut load = Vec::new();
     let tcp_progress = progress.clone();
@@ -498,6 +501,11 @@ fn five_upgrades_under_load_lose_nothing() {
         takeover_args.extend(["--takeover", control.to_str().unwrap()]);
         let mut next = ServeProcess::start(&takeover_args, 4);
         assert_eq!((next.addr(0), next.addr(1)), (tcp, udp), "round {round}");
+        assert_eq!(
+            next.metrics_base(),
+            metrics,
+            "round {round}: /metrics moved"
+        );
         next.wait_for_log("took over from process");
         let committed = Instant::now();
         current.rest_of_stderr();
@@ -514,6 +522,9 @@ fn five_upgrades_under_load_lose_nothing() {
     // along every time, their files in place.
     progress.wait_for(2_000);
     assert!(is_ctime_stamp(&ask_tcp(tcp, "after the upgrades")));
+    if have_tool("curl") {
+        assert_eq!(curl(&format!("{metrics}/readyz")).0, 200);
+    }
     let out = client(&stream_url, b"unix stream\n");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("] unix stream\n"));
     let gram_client = socket_path("upgrades-gram-client");

@@ -49,6 +49,8 @@ pub struct ServerHandle {
     /// The metrics endpoint and its connections, which outlive the drain.
     helpers: TaskTracker,
     metrics: Mutex<Option<SocketAddr>>,
+    /// The /metrics socket again, with its endpoint, to hand over.
+    metrics_socket: Mutex<Option<(Endpoint, OwnedFd)>>,
     /// One reload at a time.
     pub(super) reloading: tokio::sync::Mutex<()>,
     /// Another process serves the sockets now: their files are its.
@@ -64,6 +66,7 @@ impl ServerHandle {
             tracker: TaskTracker::new(),
             helpers: TaskTracker::new(),
             metrics: Mutex::default(),
+            metrics_socket: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
             handed_over: AtomicBool::new(false),
         }
@@ -136,6 +139,13 @@ impl ServerHandle {
         self.helpers.spawn(watch_certificates(self.shared.clone()));
         if let Some((addr, listener)) = metrics {
             tracing::info!("metrics on http://{addr}/metrics");
+            let endpoint = self.shared.config().options.metrics.clone();
+            let fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned();
+            if let (Some(endpoint), Ok(fd), Ok(mut socket)) =
+                (endpoint, fd, self.metrics_socket.lock())
+            {
+                *socket = Some((endpoint, fd));
+            }
             let task = metrics::serve(listener, self.shared.clone(), self.helpers.clone());
             self.helpers.spawn(task);
             if let Ok(mut metrics) = self.metrics.lock() {
@@ -208,6 +218,19 @@ impl ServerHandle {
                 fds: s.fds.iter().filter_map(|fd| fd.try_clone().ok()).collect(),
             })
             .collect()
+    }
+
+    /// The /metrics socket, for a process that takes over: from then on
+    /// it answers, and this one stops accepting there.
+    pub fn metrics_handoff(&self) -> Option<(Endpoint, OwnedFd)> {
+        let socket = self.metrics_socket.lock().ok()?;
+        let (endpoint, fd) = socket.as_ref()?;
+        Some((endpoint.clone(), fd.try_clone().ok()?))
+    }
+
+    /// Another process serves /metrics on our socket now.
+    pub fn stop_metrics(&self) {
+        self.shared.metrics_stop.cancel();
     }
 
     /// Reads the TLS certificate, key and client CA files again: new

@@ -43,6 +43,8 @@ pub struct Server {
     /// Sockets the process before us served, by the endpoint they were
     /// configured as (`--takeover`).
     taken_over: Vec<(Endpoint, std::os::fd::OwnedFd)>,
+    /// The /metrics socket of the process before us, by its endpoint.
+    metrics_taken_over: Option<(Endpoint, std::os::fd::OwnedFd)>,
     options: Options,
     runtimes: Vec<tokio::runtime::Handle>,
 }
@@ -76,6 +78,13 @@ impl Server {
         self
     }
 
+    /// Serves /metrics on this already bound socket when `--metrics` is
+    /// the endpoint it was bound for.
+    pub fn metrics_taken_over(mut self, endpoint: Endpoint, fd: std::os::fd::OwnedFd) -> Self {
+        self.metrics_taken_over = Some((endpoint, fd));
+        self
+    }
+
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;
         self
@@ -99,6 +108,7 @@ impl Server {
             endpoints,
             inherited,
             taken_over,
+            metrics_taken_over,
             options,
             runtimes,
         } = self;
@@ -132,7 +142,10 @@ impl Server {
                 }
             }
         }
-        let metrics_listener = match metrics::bind(options.metrics.as_ref()).await {
+        let metrics_fd = metrics_taken_over
+            .filter(|(endpoint, _)| options.metrics.as_ref() == Some(endpoint))
+            .map(|(_, fd)| fd);
+        let metrics_listener = match metrics::bind(options.metrics.as_ref(), metrics_fd).await {
             Ok(metrics) => metrics,
             Err(e) => {
                 groups.iter_mut().for_each(Group::remove_file);

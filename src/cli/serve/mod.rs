@@ -280,6 +280,7 @@ async fn stop(
         }
         Ending::HandedOver(pid) => {
             handle.disown_socket_files();
+            handle.stop_metrics();
             tracing::info!("process {pid} serves the sockets now; stopping: draining connections");
         }
         Ending::Drain => {

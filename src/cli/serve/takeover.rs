@@ -20,6 +20,9 @@ pub fn takeover_path(arg: &str) -> Result<PathBuf, Error> {
 /// The sockets of the server we take over from, for the builder: each
 /// listener's copies as configured there, systemd's sockets as inherited.
 pub fn add_sockets(mut server: Server, takeover: &mut Takeover) -> Server {
+    if let Some((endpoint, fd)) = takeover.metrics_socket.take() {
+        server = server.metrics_taken_over(endpoint, fd);
+    }
     for handoff in std::mem::take(&mut takeover.listeners) {
         for fd in handoff.fds {
             server = if handoff.inherited {
@@ -87,9 +90,10 @@ impl Answering {
                             .duplicate_fd()
                             .ok()
                             .map(|fd| (control.endpoint().clone(), fd));
+                        let metrics = handle.metrics_handoff();
                         let committed = self.committed_tx.clone();
                         tokio::spawn(async move {
-                            match conn.hand_over(listeners, own).await {
+                            match conn.hand_over(listeners, own, metrics).await {
                                 Ok(Some(pid)) => {
                                     let _ = committed.send(pid);
                                 }
