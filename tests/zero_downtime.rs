@@ -601,3 +601,39 @@ fn takeover_hands_over_socket_activated_sockets() {
     assert!(is_ctime_stamp(&ask_tcp(addr, "served by the new process")));
     assert!(!new.log_so_far().contains(":21567"), "{}", new.log_so_far());
 }
+
+/// Pass: check-config makes the checks a reload makes: a socket file's
+/// group that does not exist and a --control that is not unix:///path
+/// fail it (nothing bound); a good file says it will do for a reload.
+#[test]
+fn check_config_tells_whether_a_reload_would_succeed() {
+    let check = |config: &ConfigFile| {
+        Command::new(tsecho_bin())
+            .args(["check-config", config.path()])
+            .output()
+            .unwrap()
+    };
+    let file = socket_path("check-group");
+    let config = ConfigFile::new(
+        "check-reload",
+        &format!(
+            "listen = [\"unix://{}?group=no-such-group-tsecho\"]\n",
+            file.display()
+        ),
+    );
+    let out = check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "as serve would: {stderr}");
+    assert!(stderr.contains("no-such-group-tsecho"), "{stderr}");
+    assert!(!file.exists());
+
+    config.write("listen = [\"tcp://127.0.0.1:0\"]\ncontrol = \"tcp://127.0.0.1:1\"\n");
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unix:///path"));
+
+    config.write("listen = [\"tcp://127.0.0.1:0\"]\nformat = \"rfc3339\"\n");
+    let out = check(&config);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK, to start with or to reload"));
+}

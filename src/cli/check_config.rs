@@ -60,8 +60,13 @@ pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
 /// unix:///path: what binding would otherwise find out.
 fn check_socket_files(settings: &tsecho::settings::Settings) -> anyhow::Result<()> {
     for endpoint in &settings.listen {
-        tsecho::listener::socket_file::check(&endpoint.socket_file)
-            .map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))?;
+        // The error and exit code `serve` would give when binding.
+        tsecho::listener::socket_file::check(&endpoint.socket_file).map_err(|reason| {
+            tsecho::Error::Listen {
+                endpoint: endpoint.to_string(),
+                reason,
+            }
+        })?;
     }
     if let Some(control) = &settings.control {
         tsecho::control::control_path(control)?;

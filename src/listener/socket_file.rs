@@ -81,8 +81,10 @@ fn user_id(name: &str) -> io::Result<Uid> {
     }
     match User::from_name(name)? {
         Some(user) => Ok(user.uid),
+        // A setting that names nobody: a usage error (exit 64), and its
+        // message kept (NotFound would read "no such file or directory").
         None => Err(io::Error::new(
-            io::ErrorKind::NotFound,
+            io::ErrorKind::InvalidInput,
             format!("no user named {name:?}"),
         )),
     }
@@ -94,8 +96,10 @@ fn group_id(name: &str) -> io::Result<Gid> {
     }
     match Group::from_name(name)? {
         Some(group) => Ok(group.gid),
+        // A setting that names nobody: a usage error (exit 64), and its
+        // message kept (NotFound would read "no such file or directory").
         None => Err(io::Error::new(
-            io::ErrorKind::NotFound,
+            io::ErrorKind::InvalidInput,
             format!("no group named {name:?}"),
         )),
     }
