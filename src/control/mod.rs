@@ -20,12 +20,13 @@
 //! old -> new  {"type":"committed","pid":M}         (then the old one drains)
 //! ```
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+mod wire;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
@@ -33,10 +34,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::endpoint::{Address, Endpoint, SocketFile, Transport};
 use crate::error::Error;
 
-/// Largest message: a listener's URL and a few words.
-const MESSAGE_LEN: usize = 16 * 1024;
-/// Descriptors in one message: a listener's copies, one per thread.
-const MAX_FDS: usize = 250;
+use wire::{MAX_FDS, parse, parse_endpoint, protocol_error, receive_message, send_message};
 /// How long either side waits for the other's next message.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old process waits for the new one to start and commit.
@@ -44,7 +42,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-enum Message {
+pub(crate) enum Message {
     Takeover { pid: u32 },
     Listener { endpoint: String, inherited: bool },
     Control { endpoint: String },
@@ -330,64 +328,6 @@ impl Takeover {
         let text = serde_json::to_vec(message).map_err(io::Error::other)?;
         send_message(self.socket.as_raw_fd(), &text, &[])
     }
-}
-
-fn parse(text: &[u8]) -> Option<Message> {
-    serde_json::from_slice(text).ok()
-}
-
-fn parse_endpoint(text: &str) -> io::Result<Endpoint> {
-    text.parse()
-        .map_err(|e: Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-}
-
-fn protocol_error(text: &[u8]) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "unexpected message from the server: {:?}",
-            String::from_utf8_lossy(&text[..text.len().min(200)])
-        ),
-    )
-}
-
-fn send_message(fd: RawFd, text: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let iov = [IoSlice::new(text)];
-    let rights = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
-    Ok(())
-}
-
-/// One message and the descriptors that came with it; an empty message is
-/// the peer closing.
-#[allow(unsafe_code)]
-fn receive_message(fd: RawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut buf = vec![0; MESSAGE_LEN];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this
-            // process for us; nothing else owns them.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a control message was cut short",
-        ));
-    }
-    let len = msg.bytes;
-    buf.truncate(len);
-    Ok((buf, fds))
 }
 
 /// A control socket file left by a server that is gone is removed; a live
