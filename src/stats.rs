@@ -251,3 +251,10 @@ pub struct ReloadCounts {
     pub ok: AtomicU64,
     pub error: AtomicU64,
 }
+
+impl ReloadCounts {
+    pub fn count(&self, ok: bool) {
+        let counter = if ok { &self.ok } else { &self.error };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

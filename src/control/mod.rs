@@ -92,8 +92,7 @@ impl ControlListener {
             mode: Some(0o600),
             ..endpoint.socket_file.clone()
         };
-        let socket = clear_stale(path)
-            .and_then(|()| bind_seqpacket(path, &private))
+        let socket = crate::listener::socket_file::bind_path(path, Type::SEQPACKET, &private, 16)
             .map_err(listen_error)?;
         Self::serve(socket, endpoint.clone()).map_err(listen_error)
     }
@@ -327,39 +326,5 @@ impl Takeover {
     fn send(&self, message: &Message) -> io::Result<()> {
         let text = serde_json::to_vec(message).map_err(io::Error::other)?;
         send_message(self.socket.as_raw_fd(), &text, &[])
-    }
-}
-
-/// A control socket file left by a server that is gone is removed; a live
-/// one's is "address in use".
-fn clear_stale(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::ErrorKind::AddrInUse.into());
-    }
-    let probe = Socket::new(Domain::UNIX, Type::SEQPACKET, None)
-        .and_then(|s| s.connect(&SockAddr::unix(path)?));
-    match probe {
-        Ok(()) => Err(io::ErrorKind::AddrInUse.into()),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    }
-}
-
-fn bind_seqpacket(path: &Path, file: &SocketFile) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
-    nix::sys::stat::fchmod(&socket, nix::sys::stat::Mode::empty())?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    let ready =
-        crate::listener::socket_file::set_permissions(path, file).and_then(|()| socket.listen(16));
-    match ready {
-        Ok(()) => Ok(socket),
-        Err(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e)
-        }
     }
 }

@@ -109,9 +109,7 @@ impl Bound {
     /// A socket already bound for `endpoint` (kept across a reload, or
     /// handed over by the process before us), served as that endpoint.
     pub fn reuse(fd: std::os::fd::OwnedFd, endpoint: Endpoint) -> io::Result<Bound> {
-        let socket = Socket::from(fd);
-        socket.set_nonblocking(true)?;
-        let mut adopted = adopt_inner(endpoint.service, socket)?;
+        let mut adopted = adopt_inner(endpoint.service, Socket::from(fd))?;
         let same_kind = adopted.endpoint.transport.is_datagram()
             == endpoint.transport.is_datagram()
             && adopted.endpoint.transport.is_inet() == endpoint.transport.is_inet();
@@ -199,14 +197,14 @@ fn bind_local(endpoint: &Endpoint) -> io::Result<(BoundSocket, LocalAddr)> {
             return Err(io::Error::other("an IP address is not a Unix socket"));
         }
         (Address::Path(path), false) => {
-            let socket = bind_path(path, Transport::Unix, &endpoint.socket_file, ACCEPT_BACKLOG)?;
+            let socket = bind_path(path, Type::STREAM, &endpoint.socket_file, ACCEPT_BACKLOG)?;
             (
                 BoundSocket::Unix(socket.into()),
                 LocalAddr::Path(path.clone()),
             )
         }
         (Address::Path(path), true) => {
-            let socket = bind_path(path, Transport::UnixGram, &endpoint.socket_file, 0)?;
+            let socket = bind_path(path, Type::DGRAM, &endpoint.socket_file, 0)?;
             (
                 BoundSocket::UnixGram(socket.into()),
                 LocalAddr::Path(path.clone()),

@@ -5,43 +5,33 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net as std_unix;
 use std::path::Path;
 
 use nix::sys::stat::{Mode, fchmod};
 use nix::unistd::{Gid, Group, Uid, User, chown};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::endpoint::{SocketFile, Transport};
+use crate::endpoint::SocketFile;
 
-/// Binds a Unix stream or datagram socket to `path` with `file`'s
-/// permissions; a stream socket is left listening with `backlog`. With no
-/// permissions asked for, the umask decides, as for any file.
+/// Binds a Unix socket of `kind` (stream, datagram, seqpacket) to `path`
+/// with `file`'s permissions; a connection-oriented one is left listening
+/// with `backlog`. With no permissions asked for, the umask decides, as
+/// for any file.
 ///
 /// The socket's own inode is given mode 0 before binding (Linux creates
 /// the file from it, less the umask), so until the owner, group and mode
 /// are set nobody but root can connect: never a moment when the file is
 /// open to more users than it will be.
-pub fn bind_path(
-    path: &Path,
-    transport: Transport,
-    file: &SocketFile,
-    backlog: i32,
-) -> io::Result<Socket> {
-    clear_stale(path, transport)?;
+pub fn bind_path(path: &Path, kind: Type, file: &SocketFile, backlog: i32) -> io::Result<Socket> {
+    clear_stale(path, kind)?;
     let ids = resolve(file)?;
-    let kind = if transport.is_datagram() {
-        Type::DGRAM
-    } else {
-        Type::STREAM
-    };
     let socket = Socket::new(Domain::UNIX, kind, None)?;
     if !file.is_default() {
         fchmod(socket.as_fd(), Mode::empty())?;
     }
     socket.bind(&SockAddr::unix(path)?)?;
     let ready = permit(path, file, ids).and_then(|()| {
-        if !transport.is_datagram() {
+        if kind != Type::DGRAM {
             socket.listen(backlog)?;
         }
         socket.set_nonblocking(true)
@@ -153,7 +143,7 @@ fn current_umask() -> u32 {
 /// A socket file left by a server that is gone is removed; one with a live
 /// server behind it, or a file that is not a socket, is left alone and
 /// binding fails with "address in use".
-pub fn clear_stale(path: &Path, transport: Transport) -> io::Result<()> {
+fn clear_stale(path: &Path, kind: Type) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -161,11 +151,9 @@ pub fn clear_stale(path: &Path, transport: Transport) -> io::Result<()> {
     if !meta.file_type().is_socket() {
         return Err(io::Error::from(io::ErrorKind::AddrInUse));
     }
-    let probe = if transport.is_datagram() {
-        std_unix::UnixDatagram::unbound().and_then(|s| s.connect(path))
-    } else {
-        std_unix::UnixStream::connect(path).map(drop)
-    };
+    // A socket of the same kind: connecting to another kind is refused.
+    let probe =
+        Socket::new(Domain::UNIX, kind, None).and_then(|s| s.connect(&SockAddr::unix(path)?));
     match probe {
         Ok(()) => Err(io::Error::from(io::ErrorKind::AddrInUse)),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),

@@ -6,7 +6,6 @@
 //! of it can.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::handle::Served;
 use super::{Group, ServerHandle, hostname, reflector_ports, warn_about_untrusted_proxy_listeners};
@@ -54,12 +53,7 @@ impl ServerHandle {
     /// Counts a reload that failed before it reached the server (a config
     /// file that does not parse).
     pub fn count_reload(&self, ok: bool) {
-        let counter = if ok {
-            &self.shared.config_reloads.ok
-        } else {
-            &self.shared.config_reloads.error
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.shared.config_reloads.count(ok);
     }
 
     async fn apply(
@@ -186,17 +180,9 @@ impl ServerHandle {
         if let Some(tls) = new_tls {
             let _ = self.shared.tls.set(Arc::new(tls));
         }
+        // Out of the list from here on: the UDP ports left are those kept.
         let retired = self.take_retired(&endpoints);
-        let mut udp_ports: Vec<u16> = self
-            .listeners()
-            .iter()
-            .filter(|l| l.endpoint.transport == Transport::Udp)
-            .filter(|l| !retired.iter().any(|(r, _)| r.listening == **l))
-            .filter_map(|l| match l.local {
-                crate::listener::LocalAddr::Inet(addr) => Some(addr.port()),
-                _ => None,
-            })
-            .collect();
+        let mut udp_ports = self.udp_ports();
         udp_ports.extend(groups.iter().flat_map(Group::udp_ports));
         if old.options.limits.udp != options.limits.udp {
             self.reset_udp_limiters(&options);
@@ -216,6 +202,18 @@ impl ServerHandle {
             self.retire(served, replaced);
         }
         report
+    }
+
+    /// The ports of the UDP listeners being served.
+    fn udp_ports(&self) -> Vec<u16> {
+        self.listeners()
+            .into_iter()
+            .filter(|l| l.endpoint.transport == Transport::Udp)
+            .filter_map(|l| match l.local {
+                crate::listener::LocalAddr::Inet(addr) => Some(addr.port()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// New UDP response limits start from full allowances.

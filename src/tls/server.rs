@@ -4,7 +4,6 @@
 //! and open connections are not touched at all.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -154,11 +153,7 @@ impl ServerTls {
     }
 
     fn count<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        let counter = match &result {
-            Ok(_) => &self.reloads.ok,
-            Err(_) => &self.reloads.error,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.reloads.count(result.is_ok());
         result
     }
 
