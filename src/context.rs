@@ -5,7 +5,7 @@
 //! It sits below everything that uses it, so no connection module needs to
 //! reach back up into the server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -212,6 +212,9 @@ pub struct ListenerCtx {
     pub stop: CancellationToken,
     /// The drain deadline passed: drop what is still open.
     pub abort: CancellationToken,
+    /// Another listener or process serves this socket after the stop, so
+    /// the connections waiting in its queue are theirs to accept.
+    pub socket_kept: AtomicBool,
 }
 
 impl ListenerCtx {
@@ -225,6 +228,7 @@ impl ListenerCtx {
             tls: None,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
+            socket_kept: AtomicBool::new(false),
         }
     }
 

@@ -290,6 +290,50 @@ async fn shutdown_answers_complete_lines_and_then_closes() {
     assert_eq!(messages, [&b"second\n"[..], b"third\n"]);
 }
 
+/// Pass: connections the kernel had completed, but the server had not yet
+/// accepted, when the shutdown came are still accepted and answered, over
+/// TCP and Unix alike: closing the listener with them queued would reset
+/// clients whose `connect` had succeeded. The test's runtime is the
+/// server's and does not run between the connects and the shutdown, so
+/// the accept loop cannot have taken them in the ordinary way.
+#[tokio::test]
+async fn shutdown_serves_the_connections_still_in_the_accept_queue() {
+    use std::io::{Read, Write};
+    let path = socket_path("queued");
+    let unix_url = format!("unix://{}", path.display());
+    for url in ["tcp://127.0.0.1:0", &unix_url] {
+        let server = start(&[url]).await;
+        let mut queued: Vec<Box<dyn Read>> = Vec::new();
+        for i in 0..3 {
+            let line = format!("queued {i}\n");
+            if let Some(addr) = server.tcp_addr() {
+                let mut conn = std::net::TcpStream::connect(addr).unwrap();
+                conn.write_all(line.as_bytes()).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                queued.push(Box::new(conn));
+            } else {
+                let mut conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                conn.write_all(line.as_bytes()).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                queued.push(Box::new(conn));
+            }
+        }
+        server.shutdown().await;
+        for (i, mut conn) in queued.into_iter().enumerate() {
+            let mut reply = Vec::new();
+            let read = conn.read_to_end(&mut reply);
+            assert!(read.is_ok(), "{url}, connection {i}: {read:?}");
+            assert_eq!(
+                split_ctime_stamp(&reply).1,
+                format!("queued {i}\n").as_bytes(),
+                "{url}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn bound_addresses_are_reported_per_transport() {
     let server = start(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]).await;

@@ -18,6 +18,8 @@ use crate::transport::Accept;
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this interval about failing accepts.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Linux's largest accept queue (net.core.somaxconn's default).
+const QUEUED_AT_MOST: usize = 4096;
 
 /// The next connection, or None once `stop` is cancelled.
 pub async fn accept_next<L: Accept>(
@@ -48,6 +50,27 @@ pub async fn accept_next<L: Accept>(
             _ = stop.cancelled() => return None,
         }
     }
+}
+
+/// The connections waiting in the kernel's queue, taken without waiting.
+/// At most a backlog's worth: clients that keep connecting while a
+/// listener stops cannot hold it open.
+pub fn queued<'a, L: Accept>(
+    listener: &'a L,
+    stats: &'a Stats,
+) -> impl Iterator<Item = (L::Stream, Option<SocketAddr>)> + 'a {
+    let mut tries = 0;
+    std::iter::from_fn(move || {
+        while tries < QUEUED_AT_MOST {
+            tries += 1;
+            match listener.accept_queued() {
+                Ok(accepted) => return Some(accepted),
+                Err(e) if is_connection_error(&e) => Stats::add(&stats.local().accept_errors, 1),
+                Err(_) => return None,
+            }
+        }
+        None
+    })
 }
 
 /// Errors from `accept` that concern one connection that already failed;

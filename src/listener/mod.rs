@@ -10,6 +10,7 @@ pub mod socket_file;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, UnixDatagram, UnixListener};
@@ -17,6 +18,7 @@ use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 pub use accept::accept_next;
+use accept::queued;
 pub use bind::{Bound, BoundSocket, LocalAddr};
 
 use crate::context::{Config, ListenerCtx, Shared};
@@ -73,7 +75,9 @@ enum Serving {
 
 /// Accepts until shutdown; each connection goes to a task of its own,
 /// which reads its PROXY header, passes admission, upgrades (the TLS
-/// handshake) and is served.
+/// handshake) and is served. On shutdown the connections the kernel has
+/// already completed are taken too, unless the socket lives on elsewhere:
+/// closing it would reset clients whose `connect` had succeeded.
 async fn accept_loop<L: Accept, U: Upgrade<L::Stream>>(
     listener: L,
     upgrade: U,
@@ -82,27 +86,29 @@ async fn accept_loop<L: Accept, U: Upgrade<L::Stream>>(
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
-    while let Some((sock, peer)) =
-        accept_next(&listener, &ctx.stop, &shared.stats, &ctx.accept_log).await
-    {
+    let take = |sock: L::Stream, peer: Option<SocketAddr>| {
         if proxy {
             if !peer.is_some_and(|p| proxy::is_trusted(&shared, p.ip())) {
                 Stats::add(&shared.stats.local().proxy_rejected_untrusted, 1);
-                continue;
+                return;
             }
-            let upgrade = upgrade.clone();
-            tracker.spawn(proxy::serve_proxied(
-                sock,
-                peer,
-                upgrade,
-                ctx.clone(),
-                shared.clone(),
-            ));
-            continue;
-        }
-        if let Some(connection) = admit(sock, &upgrade, peer, Vec::new(), &ctx, &shared) {
+            let task =
+                proxy::serve_proxied(sock, peer, upgrade.clone(), ctx.clone(), shared.clone());
+            tracker.spawn(task);
+        } else if let Some(connection) = admit(sock, &upgrade, peer, Vec::new(), &ctx, &shared) {
             tracker.spawn(connection);
         }
+    };
+    while let Some((sock, peer)) =
+        accept_next(&listener, &ctx.stop, &shared.stats, &ctx.accept_log).await
+    {
+        take(sock, peer);
+    }
+    if ctx.socket_kept.load(Ordering::Relaxed) {
+        return;
+    }
+    for (sock, peer) in queued(&listener, &shared.stats) {
+        take(sock, peer);
     }
 }
 

@@ -114,12 +114,13 @@ impl ServerHandle {
     }
 
     /// Stops one listener: no new connections, its open ones drain, and
-    /// after the drain timeout what is left is dropped. `keep_file`: the
-    /// socket file now belongs to a listener that replaces this one.
-    pub(super) fn retire(&self, served: Served, keep_file: bool) {
+    /// after the drain timeout what is left is dropped. `replaced`: a
+    /// listener that replaces this one serves its socket (and file) now.
+    pub(super) fn retire(&self, served: Served, replaced: bool) {
         tracing::info!("stopped listening on {}", served.listening.endpoint);
+        served.ctx.socket_kept.store(replaced, Ordering::Relaxed);
         self.shared.remove_listener(&served.ctx);
-        if !keep_file && let Some(path) = &served.socket_file {
+        if !replaced && let Some(path) = &served.socket_file {
             let _ = std::fs::remove_file(path);
         }
         let abort = served.ctx.abort.clone();
@@ -248,6 +249,9 @@ impl ServerHandle {
     /// left for it when this one ends.
     pub fn disown_socket_files(&self) {
         self.handed_over.store(true, Ordering::Relaxed);
+        for ctx in self.shared.listeners() {
+            ctx.socket_kept.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Stops accepting, lets every connection answer what it has received

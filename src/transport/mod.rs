@@ -62,6 +62,12 @@ pub trait Accept: Send + Sync + 'static {
     fn accept_one(
         &self,
     ) -> impl Future<Output = io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
+
+    /// A connection the kernel has already completed, taken without
+    /// waiting (WouldBlock when there is none), even before the runtime
+    /// has seen the socket become readable: a listener that stops still
+    /// serves what its clients were promised by `connect` returning.
+    fn accept_queued(&self) -> io::Result<(Self::Stream, Option<SocketAddr>)>;
 }
 
 /// Turns an accepted stream into the one served, after its PROXY header

@@ -28,4 +28,12 @@ impl Accept for TcpListener {
         sock.set_nodelay(true)?;
         Ok((sock, Some(peer)))
     }
+
+    fn accept_queued(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (sock, peer) = SockRef::from(self).accept()?;
+        sock.set_nonblocking(true)?;
+        let sock = TcpStream::from_std(sock.into())?;
+        sock.set_nodelay(true)?;
+        Ok((sock, peer.as_socket()))
+    }
 }

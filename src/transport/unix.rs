@@ -25,4 +25,10 @@ impl Accept for UnixListener {
     async fn accept_one(&self) -> io::Result<(UnixStream, Option<SocketAddr>)> {
         Ok((self.accept().await?.0, None))
     }
+
+    fn accept_queued(&self) -> io::Result<(UnixStream, Option<SocketAddr>)> {
+        let (sock, _) = SockRef::from(self).accept()?;
+        sock.set_nonblocking(true)?;
+        Ok((UnixStream::from_std(sock.into())?, None))
+    }
 }
