@@ -120,6 +120,23 @@ impl Exchange {
         self.note_input(Instant::now());
     }
 
+    /// Input kept without answering it yet: with faults, replies are made
+    /// one at a time (`answer_one`), each with its own fate. Call
+    /// `note_input` once they are made.
+    pub fn receive(&mut self, data: &[u8]) {
+        self.at_eof = data.is_empty();
+        self.totals.bytes_in += data.len() as u64;
+        self.pending.extend_from_slice(data);
+    }
+
+    /// Answers the next message waiting into `out`, stamped `now`.
+    pub fn answer_one(&mut self, now: SystemTime) {
+        let one = self.responder.one_message_budget(self.budget);
+        let budget = std::mem::replace(&mut self.budget, one);
+        self.answer_pending(now);
+        self.budget = budget;
+    }
+
     /// When waiting for more input must stop, and why.
     pub fn input_deadline(&self, limits: &Limits) -> (Instant, Expired) {
         let idle = (self.last_input + limits.idle_timeout, Expired::Idle);
@@ -135,7 +152,7 @@ impl Exchange {
     /// line waits, and restarts whenever a piece of input was answered (a
     /// huge line streamed at full speed is answered piece by piece and is
     /// not a slow sender).
-    fn note_input(&mut self, now: Instant) {
+    pub fn note_input(&mut self, now: Instant) {
         self.last_input = now;
         let progressed = std::mem::take(&mut self.progressed);
         self.partial_since = match (self.pending.is_empty(), progressed) {
@@ -143,6 +160,11 @@ impl Exchange {
             (false, true) => Some(now),
             (false, false) => self.partial_since.or(Some(now)),
         };
+    }
+
+    /// Input waits that no reply was made of yet.
+    pub fn has_unanswered_input(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn has_pending_work(&self) -> bool {

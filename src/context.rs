@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::TimeStyle;
+use crate::fault::{Faults, ListenerFaults};
 use crate::limits::ConnectionGate;
 use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
@@ -163,6 +164,7 @@ impl Shared {
         service: ServiceKind,
         name: Arc<str>,
         tls: bool,
+        faults: &Faults,
     ) -> Arc<ListenerCtx> {
         let limiter = ResponseLimiter::new(&self.config().options.limits.udp);
         let mut ctx = ListenerCtx::new(service, name, limiter);
@@ -170,6 +172,12 @@ impl Shared {
         ctx.abort = self.abort.child_token();
         if tls {
             ctx.tls = Some(Arc::default());
+        }
+        if !faults.is_none() {
+            ctx.faults = Some(ListenerFaults {
+                spec: faults.clone(),
+                counts: Default::default(),
+            });
         }
         let ctx = Arc::new(ctx);
         if let Ok(mut listeners) = self.listeners.lock() {
@@ -215,6 +223,8 @@ pub struct ListenerCtx {
     /// Another listener or process serves this socket after the stop, so
     /// the connections waiting in its queue are theirs to accept.
     pub socket_kept: AtomicBool,
+    /// What this listener injects (`?delay=20ms&drop=1%`), if anything.
+    pub faults: Option<ListenerFaults>,
 }
 
 impl ListenerCtx {
@@ -229,6 +239,7 @@ impl ListenerCtx {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             socket_kept: AtomicBool::new(false),
+            faults: None,
         }
     }
 

@@ -78,6 +78,15 @@ impl Responder {
         }
     }
 
+    /// The output budget under which `answer` writes one reply at a time
+    /// (echo has no messages: what came, as far as `budget` allows).
+    pub fn one_message_budget(self, budget: usize) -> usize {
+        match self {
+            Responder::Lines { .. } | Responder::Raw { .. } => 1,
+            Responder::Echo | Responder::Discard => budget,
+        }
+    }
+
     /// The most bytes one read should bring: with raw framing, one read is
     /// one reply.
     pub fn read_limit(self, scratch: usize) -> usize {

@@ -39,8 +39,12 @@ enum Command {
     Ping(cli::ping::Args),
     /// Load a server and report throughput and latency.
     Bench(cli::bench::Args),
-    /// List the services with their RFCs and ports.
-    Services,
+    /// List the services with their RFCs and ports, and the faults a
+    /// listener can inject; given listener URLs, what each would do.
+    Services {
+        /// Listeners to describe, e.g. 'udp://:21567?drop=1%&delay=10ms'.
+        listeners: Vec<tsecho::Endpoint>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -126,8 +130,8 @@ fn main() -> ExitCode {
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
         Command::Bench(args) => cli::bench::run(args),
-        Command::Services => {
-            cli::services::run();
+        Command::Services { listeners } => {
+            cli::services::run(&listeners);
             Ok(0)
         }
         Command::Completions { shell } => {

@@ -115,6 +115,7 @@ async fn respond(
                 draining,
                 &shared.listeners(),
             ) + &tls_exposition(&shared)
+                + &fault_exposition(&shared)
                 + &reload_exposition(&shared),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -376,6 +377,16 @@ fn tls_exposition(shared: &Shared) -> String {
         );
     }
     out
+}
+
+/// The faults listeners injected, by kind.
+fn fault_exposition(shared: &Shared) -> String {
+    let listeners = shared.listeners();
+    let labels = |l: &ListenerCtx| format!("listener=\"{}\",service=\"{}\"", l.name, l.service);
+    let faulty = listeners
+        .iter()
+        .filter_map(|l| Some((labels(l), &l.faults.as_ref()?.counts)));
+    crate::fault::counters::exposition(faulty)
 }
 
 /// Configuration reloads (SIGHUP), by result.

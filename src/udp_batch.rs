@@ -51,6 +51,23 @@ pub fn enable_destination_info(fd: RawFd, ipv6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the socket has a datagram to read within `wait`: a wait to the
+/// nanosecond (ppoll), where SO_RCVTIMEO would round to the kernel's tick.
+pub fn readable_within(fd: RawFd, wait: std::time::Duration) -> bool {
+    let timeout = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a timespec, both alive for the call.
+    let ready = unsafe { libc::ppoll(&mut poll, 1, &timeout, std::ptr::null()) };
+    ready > 0
+}
+
 /// Received datagrams and their senders.
 pub struct RecvBatch {
     bufs: Vec<u8>,
@@ -255,6 +272,11 @@ impl Default for SendBatch {
 impl SendBatch {
     pub fn is_empty(&self) -> bool {
         self.sent == self.addrs.len()
+    }
+
+    /// No room for another reply: send before pushing more.
+    pub fn is_full(&self) -> bool {
+        self.addrs.len() == BATCH
     }
 
     /// Queues a reply (at most 64 KiB; longer ones are cut by the caller),

@@ -46,6 +46,9 @@ pub fn run(serve: clap::Command, path: &Path) -> anyhow::Result<i32> {
         // A closed pipe (| head) is not an error worth a panic.
         let _ = writeln!(out, "{key} = {shown}  # {source}");
     }
+    for endpoint in settings.listen.iter().filter(|e| !e.faults.is_none()) {
+        let _ = writeln!(out, "# {endpoint} injects faults: {}", endpoint.faults);
+    }
     // The same checks a reload makes before it changes anything (only
     // binding a new listener can still fail then).
     let _ = writeln!(

@@ -2,9 +2,51 @@
 
 use std::io::Write;
 
+use tsecho::Endpoint;
 use tsecho::service::SERVICES;
 
-pub fn run() {
+/// The faults a listener URL may carry, where they apply, what they do.
+const FAULTS: [(&str, &str, &str); 10] = [
+    (
+        "delay=D",
+        "any",
+        "each reply sent D after its request arrived",
+    ),
+    ("jitter=J", "any", "delay spread uniformly over [D-J, D+J]"),
+    (
+        "jitter-dist=normal",
+        "any",
+        "jitter as the standard deviation of a normal spread, cut at 0",
+    ),
+    (
+        "drop=P",
+        "datagram",
+        "no reply, with probability P (1%, 0.5%)",
+    ),
+    ("duplicate=P", "datagram", "the reply sent twice"),
+    (
+        "reset=P",
+        "stream",
+        "the connection reset (RST) instead of the reply",
+    ),
+    ("close-after=N", "stream", "a clean close after N replies"),
+    (
+        "bandwidth=RATE",
+        "stream",
+        "replies leave at most RATE bytes/s per connection (64KiB)",
+    ),
+    ("stall=D", "stream", "no reading for D after each reply"),
+    (
+        "seed=N",
+        "any",
+        "the same random choices for the same input",
+    ),
+];
+
+pub fn run(listeners: &[Endpoint]) {
+    if !listeners.is_empty() {
+        return describe(listeners);
+    }
     // A closed pipe (| head) is not an error worth a panic.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -26,5 +68,30 @@ pub fn run() {
             info.on_stream,
             info.on_datagram
         );
+    }
+    faults(&mut out);
+}
+
+/// What each listener serves and injects: `tsecho services URL...`.
+fn describe(listeners: &[Endpoint]) {
+    let mut out = std::io::stdout().lock();
+    for endpoint in listeners {
+        let _ = writeln!(
+            out,
+            "{endpoint}\n  service: {}\n  faults:  {}",
+            endpoint.service, endpoint.faults
+        );
+    }
+}
+
+/// The faults table, after the services.
+fn faults(out: &mut impl Write) {
+    let _ = writeln!(
+        out,
+        "\n{:<19} {:<9} FAULT (URL query parameter)",
+        "PARAMETER", "ON"
+    );
+    for (key, on, what) in FAULTS {
+        let _ = writeln!(out, "{key:<19} {on:<9} {what}");
     }
 }

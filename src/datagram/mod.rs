@@ -10,6 +10,7 @@
 //! top, replies to UDP sources outside the exempt list are rate limited and
 //! byte budgeted (`rate_limit.rs`).
 
+mod faults;
 mod loop_guard;
 mod udp;
 mod unixgram;

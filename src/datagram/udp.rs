@@ -1,14 +1,16 @@
 //! UDP sockets, each served by a thread of its own in recvmmsg/sendmmsg
 //! batches.
 
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::faults::DatagramFaults;
 use super::{Answerer, Arrival};
 use crate::context::{ListenerCtx, Shared};
 use crate::stats::Stats;
-use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info};
+use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info, readable_within};
 
 /// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
 const MAX_UDP_V4: usize = 65_507;
@@ -70,7 +72,15 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
     let local = sock
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let mut faulty = DatagramFaults::new(&listener);
     while !listener.stop.is_cancelled() {
+        if let Some(faulty) = &mut faulty {
+            faulty.release_due(|reply, (to, from)| push(&mut replies, fd, reply, to, from));
+            replies.send(fd);
+            if !readable_before(fd, faulty.next_due()) {
+                continue;
+            }
+        }
         // Errors are ICMP reports about earlier replies, which concern one
         // peer, never the socket, or the stop check's timeout. A batch
         // received is answered even if the stop came meanwhile.
@@ -92,13 +102,67 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
             let peer_key = answerer.guard.inet_peer_key(peer);
             let max = max_udp_payload(peer);
             answerer.note_addresses(&peer, &local);
-            if let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip()), arrival) {
-                replies.push(reply, peer, requests.destination(i));
+            let Some(reply) = answerer.answer(request, peer_key, max, Some(peer.ip()), arrival)
+            else {
+                continue;
+            };
+            let from = requests.destination(i);
+            match &mut faulty {
+                None => replies.push(reply, peer, from),
+                Some(faulty) => {
+                    faulty.dispatch(reply, (peer, from), arrival.at, |r, (to, from)| {
+                        push(&mut replies, fd, r, to, from)
+                    })
+                }
             }
         }
         // Counted before sending, so a client that has its reply also sees
         // it in the counters; the latency recorded runs to this hand-over.
         answerer.flush(&listener.stats, arrival.at.elapsed());
+        replies.send(fd);
+    }
+    if let Some(faulty) = &mut faulty {
+        send_delayed_until_done(faulty, fd, &mut replies, &listener);
+    }
+}
+
+/// Pushes a reply, sending the batch first when it is full (duplicates and
+/// delayed replies can outnumber the requests of one batch).
+fn push(replies: &mut SendBatch, fd: RawFd, reply: &[u8], to: SocketAddr, from: Option<IpAddr>) {
+    if replies.is_full() {
+        replies.send(fd);
+    }
+    replies.push(reply, to, from);
+}
+
+/// Whether a datagram arrived before the next delayed reply is due (or
+/// the stop check); without one, the receive itself waits.
+fn readable_before(fd: RawFd, due: Option<Instant>) -> bool {
+    let Some(due) = due else {
+        return true;
+    };
+    let wait = due
+        .saturating_duration_since(Instant::now())
+        .min(STOP_CHECK);
+    readable_within(fd, wait)
+}
+/// The drain promise with delays: replies already queued leave at their
+/// time, until the drain timeout.
+fn send_delayed_until_done(
+    faulty: &mut DatagramFaults<(SocketAddr, Option<IpAddr>)>,
+    fd: RawFd,
+    replies: &mut SendBatch,
+    listener: &ListenerCtx,
+) {
+    while let Some(due) = faulty.next_due() {
+        if listener.abort.is_cancelled() {
+            return;
+        }
+        std::thread::sleep(
+            due.saturating_duration_since(Instant::now())
+                .min(STOP_CHECK),
+        );
+        faulty.release_due(|reply, (to, from)| push(replies, fd, reply, to, from));
         replies.send(fd);
     }
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
+use super::faults::DatagramFaults;
 use super::{Answerer, Arrival, RECV_LEN};
 use crate::context::{ListenerCtx, Shared};
+use crate::fault::sleep_until;
 
 pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
     // std's socket type can send to abstract addresses; tokio's only to paths.
@@ -20,11 +22,17 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
         }
     };
     let mut answerer = Answerer::new(&shared, &listener);
+    let mut faulty = DatagramFaults::new(&listener);
     let mut buf = vec![0; RECV_LEN];
     loop {
+        let due = faulty.as_ref().and_then(DatagramFaults::next_due);
         let received = tokio::select! {
             biased;
-            _ = listener.stop.cancelled() => return,
+            _ = listener.stop.cancelled() => break,
+            () = sleep_until(due), if due.is_some() => {
+                send_due(faulty.as_mut(), &sock, &sender).await;
+                continue;
+            }
             received = sock.recv_from(&mut buf) => received,
         };
         let Ok((len, peer)) = received else { continue };
@@ -45,11 +53,53 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
             .answer(&buf[..len], peer_key, usize::MAX, None, arrival)
             .is_some();
         answerer.flush(&listener.stats, arrival.at.elapsed());
-        if answered {
-            let reply = &answerer.out;
-            let _ = sock
-                .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, &peer))
-                .await;
+        if !answered {
+            continue;
         }
+        match &mut faulty {
+            None => send(&sock, &sender, &answerer.out, &peer).await,
+            Some(faulty) => {
+                let mut now = None;
+                faulty.dispatch(&answerer.out, peer, arrival.at, |reply, to| {
+                    now.get_or_insert_with(Vec::new).push((reply.to_vec(), to))
+                });
+                for (reply, to) in now.into_iter().flatten() {
+                    send(&sock, &sender, &reply, &to).await;
+                }
+            }
+        }
+    }
+    // The drain promise with delays: what is queued leaves at its time.
+    while let Some(due) = faulty.as_ref().and_then(DatagramFaults::next_due) {
+        tokio::select! {
+            _ = listener.abort.cancelled() => return,
+            () = sleep_until(Some(due)) => send_due(faulty.as_mut(), &sock, &sender).await,
+        }
+    }
+}
+
+async fn send(
+    sock: &UnixDatagram,
+    sender: &std_unix::UnixDatagram,
+    reply: &[u8],
+    to: &std_unix::SocketAddr,
+) {
+    let _ = sock
+        .async_io(Interest::WRITABLE, || sender.send_to_addr(reply, to))
+        .await;
+}
+
+/// Sends the delayed replies that fell due.
+async fn send_due(
+    faulty: Option<&mut DatagramFaults<'_, std_unix::SocketAddr>>,
+    sock: &UnixDatagram,
+    sender: &std_unix::UnixDatagram,
+) {
+    let mut due = Vec::new();
+    if let Some(faulty) = faulty {
+        faulty.release_due(|reply, to| due.push((reply.to_vec(), to)));
+    }
+    for (reply, to) in due {
+        send(sock, sender, &reply, &to).await;
     }
 }

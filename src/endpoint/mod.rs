@@ -3,7 +3,8 @@
 //! `unixgram:///path`, `unix://@abstract`, each optionally prefixed by a service (`echo+tcp://:7`).
 //!
 //! An empty host means every interface, so `tcp://:7` reads like inetd.conf.
-//! A Unix socket path may end in `?mode=0660&owner=U&group=G` (`socket_file.rs`).
+//! A Unix socket path may end in `?mode=0660&owner=U&group=G` (`socket_file.rs`),
+//! and any listener in faults to inject, `?delay=20ms&drop=1%` (`fault::spec`).
 
 mod socket_file;
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::Error;
+use crate::fault::{self, Faults};
 use crate::service::ServiceKind;
 pub use socket_file::SocketFile;
 
@@ -85,6 +87,8 @@ pub struct Endpoint {
     pub proxy: bool,
     /// The mode, owner and group of a Unix socket file.
     pub socket_file: SocketFile,
+    /// Delays, losses and the like this listener injects.
+    pub faults: Faults,
 }
 
 impl Endpoint {
@@ -95,6 +99,7 @@ impl Endpoint {
             address,
             proxy: false,
             socket_file: SocketFile::default(),
+            faults: Faults::default(),
         }
     }
 }
@@ -166,21 +171,47 @@ impl FromStr for Endpoint {
         } else {
             parse_unix(rest).map_err(invalid)?
         };
-        let socket_file = match (query, &address) {
-            (None, _) => SocketFile::default(),
-            (Some(query), Address::Path(_)) => SocketFile::parse(query).map_err(invalid)?,
-            (Some(_), _) => {
-                return Err(invalid(
-                    "query parameters (mode, owner, group) are for Unix socket paths only".into(),
-                ));
-            }
+        let (socket_file, faults) = match query {
+            Some(query) => parse_query(query, &address, transport).map_err(invalid)?,
+            None => Default::default(),
         };
         Ok(Endpoint {
             proxy,
             socket_file,
+            faults,
             ..Endpoint::new(service, transport, address)
         })
     }
+}
+
+/// `mode=0660&delay=20ms`: the socket file's keys (on Unix socket paths)
+/// and the faults (on any listener), each key once.
+fn parse_query(
+    query: &str,
+    address: &Address,
+    transport: Transport,
+) -> Result<(SocketFile, Faults), String> {
+    let (mut file, mut faults) = (SocketFile::default(), Faults::default());
+    for pair in query.split('&') {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("query parameter {pair:?} is not KEY=VALUE"))?;
+        if value.is_empty() {
+            return Err(format!("query parameter {key:?} has no value"));
+        }
+        if file.set(key, value)? {
+            if !matches!(address, Address::Path(_)) {
+                return Err(format!("{key} is for Unix socket paths only"));
+            }
+        } else if !faults.set(key, value)? {
+            return Err(format!(
+                "unknown query parameter {key:?} (valid: {}; on Unix socket paths also mode, owner, group)",
+                fault::spec::KEYS.join(", ")
+            ));
+        }
+    }
+    faults.check(transport.is_datagram())?;
+    Ok((file, faults))
 }
 
 fn parse_inet(rest: &str) -> Result<Address, String> {
@@ -239,171 +270,16 @@ impl fmt::Display for Endpoint {
         if self.proxy {
             f.write_str("proxy+")?;
         }
-        write!(
-            f,
-            "{}://{}{}",
-            self.transport.scheme(),
-            self.address,
-            self.socket_file
-        )
+        write!(f, "{}://{}", self.transport.scheme(), self.address)?;
+        let mut pairs = self.socket_file.pairs();
+        pairs.extend(self.faults.pairs());
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            let separator = if i == 0 { '?' } else { '&' };
+            write!(f, "{separator}{key}={value}")?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn parse(s: &str) -> Endpoint {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn tcp_with_bracketed_ipv6() {
-        let e = parse("tcp://[::1]:21567");
-        assert_eq!(e.transport, Transport::Tcp);
-        assert_eq!(
-            e.address,
-            Address::Inet {
-                host: "::1".into(),
-                port: 21567
-            }
-        );
-        assert_eq!(e.service, ServiceKind::Stamp);
-    }
-
-    #[test]
-    fn empty_host_means_all_interfaces() {
-        let e = parse("udp://:0");
-        assert_eq!(
-            e.address,
-            Address::Inet {
-                host: String::new(),
-                port: 0
-            }
-        );
-    }
-
-    #[test]
-    fn unix_path_and_abstract_name() {
-        assert_eq!(
-            parse("unix:///run/t.sock").address,
-            Address::Path("/run/t.sock".into())
-        );
-        assert_eq!(
-            parse("unixgram://@tsecho").address,
-            Address::Abstract("tsecho".into())
-        );
-    }
-
-    #[test]
-    fn service_prefix_selects_the_service() {
-        let e = parse("daytime+udp://:13");
-        assert_eq!(e.service, ServiceKind::Daytime);
-        assert_eq!(e.transport, Transport::Udp);
-    }
-
-    #[test]
-    fn bad_inputs_are_refused_with_a_reason() {
-        for bad in [
-            "tcp//x:1",
-            "sctp://:1",
-            "tcp://host",
-            "tcp://:70000",
-            "tcp://::1:80",
-            "tcp://[::1:80",
-            "unix://",
-            "unix://@",
-            "gopher+tcp://:70",
-            "proxy+udp://:1",
-            "echo+echo+tcp://:1",
-            "tcp://:1?mode=0600",
-            "unix://@name?mode=0600",
-            "unix:///x?mode=9",
-            "unix:///x?colour=red",
-        ] {
-            let err = bad.parse::<Endpoint>().unwrap_err();
-            assert!(!err.to_string().is_empty(), "{bad}");
-        }
-    }
-
-    fn any_endpoint() -> impl Strategy<Value = Endpoint> {
-        let service = proptest::sample::select(
-            crate::service::SERVICES
-                .iter()
-                .map(|i| i.kind)
-                .collect::<Vec<_>>(),
-        );
-        let host = prop_oneof![
-            Just(String::new()),
-            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
-            any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
-            "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,2}",
-        ];
-        let inet = (
-            proptest::sample::select(vec![Transport::Tcp, Transport::Tls, Transport::Udp]),
-            host,
-            any::<u16>(),
-        )
-            .prop_map(|(t, host, port)| (t, Address::Inet { host, port }));
-        let unix = (
-            proptest::sample::select(vec![Transport::Unix, Transport::UnixGram]),
-            prop_oneof![
-                "/[a-zA-Z0-9_./-]{1,60}".prop_map(|p| Address::Path(p.into())),
-                "[a-zA-Z0-9_.-]{1,30}".prop_map(Address::Abstract),
-            ],
-        );
-        let socket_file = (
-            proptest::option::of(0u32..=0o777),
-            proptest::option::of("[a-z_][a-z0-9_-]{0,15}"),
-            proptest::option::of("[0-9]{1,5}"),
-        )
-            .prop_map(|(mode, owner, group)| SocketFile { mode, owner, group });
-        (service, prop_oneof![inet, unix], any::<bool>(), socket_file).prop_map(
-            |(s, (t, a), proxy, file)| Endpoint {
-                proxy: proxy && matches!(t, Transport::Tcp | Transport::Tls),
-                socket_file: if matches!(a, Address::Path(_)) {
-                    file
-                } else {
-                    SocketFile::default()
-                },
-                ..Endpoint::new(s, t, a)
-            },
-        )
-    }
-
-    proptest! {
-        #[test]
-        fn any_endpoint_round_trips_through_its_url(e in any_endpoint()) {
-            prop_assert_eq!(e.to_string().parse::<Endpoint>().unwrap(), e);
-        }
-
-        #[test]
-        fn any_string_parses_or_fails_without_panic_and_parsed_ones_are_stable(s in "\\PC{0,40}") {
-            if let Ok(e) = s.parse::<Endpoint>() {
-                prop_assert_eq!(e.to_string().parse::<Endpoint>().unwrap(), e);
-            }
-        }
-    }
-
-    #[test]
-    fn display_round_trips() {
-        for s in [
-            "tcp://[::1]:21567",
-            "tcp://:21567",
-            "udp://127.0.0.1:0",
-            "unix:///tmp/x.sock",
-            "unixgram://@name",
-            "echo+tcp://:7",
-            "time+unix:///run/time.sock",
-            "proxy+tcp://:21567",
-            "echo+proxy+tcp://127.0.0.1:7",
-            "tls://:21568",
-            "daytime+proxy+tls://[::1]:13",
-            "unix:///run/t.sock?mode=0660&group=tsecho",
-            "echo+unixgram:///run/e.sock?owner=0",
-        ] {
-            assert_eq!(parse(s).to_string(), s);
-        }
-    }
-}
+mod tests;

@@ -3,8 +3,6 @@
 //! them the file takes its mode from the umask and belongs to the server's
 //! user, as before.
 
-use std::fmt;
-
 /// The query parameters of a Unix socket path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SocketFile {
@@ -21,32 +19,34 @@ impl SocketFile {
         *self == SocketFile::default()
     }
 
-    /// Reads `mode=0660&owner=tsecho&group=tsecho`; any other key, or a
-    /// key given twice, is an error naming it.
-    pub fn parse(query: &str) -> Result<Self, String> {
-        let mut file = SocketFile::default();
-        for pair in query.split('&') {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("query parameter {pair:?} is not KEY=VALUE"))?;
-            if value.is_empty() {
-                return Err(format!("query parameter {key:?} has no value"));
-            }
-            let slot_taken = match key {
-                "mode" => file.mode.replace(parse_mode(value)?).is_some(),
-                "owner" => file.owner.replace(checked_name(key, value)?).is_some(),
-                "group" => file.group.replace(checked_name(key, value)?).is_some(),
-                _ => {
-                    return Err(format!(
-                        "unknown query parameter {key:?} (valid on unix sockets: mode, owner, group)"
-                    ));
-                }
-            };
-            if slot_taken {
-                return Err(format!("query parameter {key:?} is given twice"));
-            }
+    /// Sets one of `mode`, `owner` and `group`; Ok(false) when the key is
+    /// none of them. A key given twice is an error.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let slot_taken = match key {
+            "mode" => self.mode.replace(parse_mode(value)?).is_some(),
+            "owner" => self.owner.replace(checked_name(key, value)?).is_some(),
+            "group" => self.group.replace(checked_name(key, value)?).is_some(),
+            _ => return Ok(false),
+        };
+        if slot_taken {
+            return Err(format!("query parameter {key:?} is given twice"));
         }
-        Ok(file)
+        Ok(true)
+    }
+
+    /// The set keys with their values, as written in a URL.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(mode) = self.mode {
+            pairs.push(("mode", format!("{mode:04o}")));
+        }
+        if let Some(owner) = &self.owner {
+            pairs.push(("owner", owner.clone()));
+        }
+        if let Some(group) = &self.group {
+            pairs.push(("group", group.clone()));
+        }
+        pairs
     }
 }
 
@@ -71,41 +71,32 @@ fn checked_name(key: &str, value: &str) -> Result<String, String> {
     }
 }
 
-impl fmt::Display for SocketFile {
-    /// `?mode=0660&group=tsecho`, or nothing.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut separator = '?';
-        let mut next = |f: &mut fmt::Formatter<'_>| {
-            let s = separator;
-            separator = '&';
-            write!(f, "{s}")
-        };
-        if let Some(mode) = self.mode {
-            next(f)?;
-            write!(f, "mode={mode:04o}")?;
-        }
-        if let Some(owner) = &self.owner {
-            next(f)?;
-            write!(f, "owner={owner}")?;
-        }
-        if let Some(group) = &self.group {
-            next(f)?;
-            write!(f, "group={group}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(query: &str) -> Result<SocketFile, String> {
+        let mut file = SocketFile::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if value.is_empty() {
+                return Err(format!("{key} has no value"));
+            }
+            if !file.set(key, value)? {
+                return Err(format!("unknown {key}"));
+            }
+        }
+        Ok(file)
+    }
+
     #[test]
     fn mode_owner_and_group_round_trip() {
-        let file = SocketFile::parse("group=tsecho&mode=660&owner=1000").unwrap();
+        let file = parse("group=tsecho&mode=660&owner=1000").unwrap();
         assert_eq!(file.mode, Some(0o660));
-        assert_eq!(file.to_string(), "?mode=0660&owner=1000&group=tsecho");
-        assert_eq!(SocketFile::default().to_string(), "");
+        let pairs = file.pairs();
+        assert_eq!(pairs[0], ("mode", "0660".to_string()));
+        assert_eq!(pairs[2], ("group", "tsecho".to_string()));
+        assert!(SocketFile::default().pairs().is_empty());
     }
 
     #[test]
@@ -119,7 +110,7 @@ mod tests {
             ("owner=a/b", "owner"),
             ("mode", "mode"),
         ] {
-            let err = SocketFile::parse(query).unwrap_err();
+            let err = parse(query).unwrap_err();
             assert!(err.contains(named), "{query}: {err}");
         }
     }

@@ -78,11 +78,19 @@ impl ServerHandle {
             return;
         };
         let endpoint = first.endpoint.clone();
-        tracing::info!("listening on {endpoint} ({})", endpoint.service);
+        match endpoint.faults.is_none() {
+            true => tracing::info!("listening on {endpoint} ({})", endpoint.service),
+            false => tracing::info!(
+                "listening on {endpoint} ({}, injecting faults: {})",
+                endpoint.service,
+                endpoint.faults
+            ),
+        }
         let ctx = self.shared.add_listener(
             endpoint.service,
             endpoint.to_string().into(),
             endpoint.transport == Transport::Tls,
+            &endpoint.faults,
         );
         let mut fds = Vec::new();
         for b in &group.copies {

@@ -12,9 +12,9 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::Settings;
-use super::text::{parse_duration, parse_networks, parse_size, parse_threads};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, describe};
+use crate::text::{parse_duration, parse_networks, parse_size, parse_threads};
 
 /// The file's settings over the defaults, and the keys the file set.
 pub fn load(path: &Path) -> Result<(Settings, Vec<String>), Error> {

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use clap::Command;
 use ipnet::IpNet;
 
-use super::text::{parse_duration, parse_networks, parse_size, parse_threads};
 use super::{FramingKind, Settings};
 use crate::clock::TimeFormat;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::stamp::Template;
+use crate::text::{parse_duration, parse_networks, parse_size, parse_threads};
 use crate::tls::ClientAuth;
 
 /// A list of networks as one value (`10.0.0.0/8,::1`; empty for none).

@@ -10,7 +10,7 @@
 mod environment;
 mod file;
 mod flags;
-pub mod text;
+pub use crate::text;
 
 use std::path::PathBuf;
 use std::sync::Arc;

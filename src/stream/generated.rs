@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use super::{On, SCRATCH_LEN, close, poll_read_scratch, write_out};
 use crate::clock::Stamper;
 use crate::context::Shared;
+use crate::fault::{Dice, Kind, sleep_until};
 use crate::service::{Greeting, chargen};
 use crate::stats::Stats;
 use crate::transport::ByteStream;
@@ -28,9 +29,73 @@ pub(super) async fn serve_greeting<S: ByteStream>(
     let mut stamper = Stamper::new(on.config().style.clone());
     let mut out = Vec::with_capacity(64);
     greeting.write(SystemTime::now(), &mut stamper, &mut out);
+    if let Some(faults) = &on.listener.faults {
+        let mut dice = Dice::new(faults.spec.seed);
+        if faults.spec.delays() {
+            faults.counts.add(Kind::Delay, 1);
+            tokio::time::sleep(dice.delay(&faults.spec)).await;
+        }
+        if dice.happens(faults.spec.reset) {
+            faults.counts.add(Kind::Reset, 1);
+            sock.reset_on_close();
+            return Ok(());
+        }
+    }
     Stats::add(&on.shared.stats.local().stream_replies, 1);
     write_out(sock, &out, on).await?;
     close(sock, false, &on.listener).await
+}
+
+/// Chargen's faults: a first line that comes late, a slow link (each
+/// write at most one pacing slot's worth), a close after N lines.
+struct Pacing {
+    /// Bytes per second.
+    rate: Option<u64>,
+    /// Bytes left before close-after closes the connection.
+    left: Option<u64>,
+}
+
+impl Pacing {
+    async fn start(on: &On) -> Pacing {
+        let Some(faults) = &on.listener.faults else {
+            return Pacing {
+                rate: None,
+                left: None,
+            };
+        };
+        if faults.spec.delays() {
+            faults.counts.add(Kind::Delay, 1);
+            let delay = Dice::new(faults.spec.seed).delay(&faults.spec);
+            tokio::time::sleep(delay).await;
+        }
+        Pacing {
+            rate: faults.spec.bandwidth,
+            left: faults
+                .spec
+                .close_after
+                .map(|n| n * chargen::LINE_LEN as u64),
+        }
+    }
+
+    /// The most the next write may send.
+    fn max_write(&self) -> usize {
+        let slot = self
+            .rate
+            .map_or(usize::MAX, |rate| (rate / 100).max(1) as usize);
+        slot.min(self.left.map_or(usize::MAX, |left| left as usize))
+    }
+
+    /// After `n` bytes went out: how long the link is busy with them, and
+    /// whether close-after is reached.
+    fn sent(&mut self, n: usize) -> (Option<std::time::Duration>, bool) {
+        if let Some(left) = &mut self.left {
+            *left -= (n as u64).min(*left);
+        }
+        let busy = self
+            .rate
+            .map(|rate| std::time::Duration::from_secs_f64(n as f64 / rate as f64));
+        (busy, self.left == Some(0))
+    }
 }
 
 /// Chargen: the pattern, as fast as the client reads it, until the client
@@ -42,7 +107,10 @@ pub(super) async fn serve_chargen<S: ByteStream>(sock: &mut S, on: &On) -> io::R
     let mut input_open = true;
     let mut last_progress = Instant::now();
     let write_timeout = on.config().options.limits.write_timeout;
+    let mut pacing = Pacing::start(on).await;
+    let mut busy_until = None;
     loop {
+        let max = pacing.max_write();
         tokio::select! {
             biased;
             _ = listener.stop.cancelled() => break,
@@ -50,11 +118,26 @@ pub(super) async fn serve_chargen<S: ByteStream>(sock: &mut S, on: &On) -> io::R
                 Stats::add(&shared.stats.local().closed_write_timeout, 1);
                 return Ok(());
             }
-            sent = poll_fn(|cx| poll_chargen(sock, cx, offset, &mut input_open, shared)) => {
+            () = sleep_until(busy_until), if busy_until.is_some() => busy_until = None,
+            sent = poll_fn(|cx| poll_chargen(sock, cx, offset, max, &mut input_open, shared)),
+                if busy_until.is_none() => {
                 let n = sent?;
                 last_progress = Instant::now();
                 offset = (offset + n) % chargen::CYCLE_LEN;
                 Stats::add(&shared.stats.local().bytes_out, n as u64);
+                let (busy, done) = pacing.sent(n);
+                if done {
+                    if let Some(faults) = &listener.faults {
+                        faults.counts.add(Kind::Close, 1);
+                    }
+                    break;
+                }
+                busy_until = busy.map(|busy| {
+                    if let Some(faults) = &listener.faults {
+                        faults.counts.add(Kind::Throttle, 1);
+                    }
+                    last_progress + busy
+                });
             }
         }
     }
@@ -67,6 +150,7 @@ fn poll_chargen<S: ByteStream>(
     sock: &mut S,
     cx: &mut Context<'_>,
     offset: usize,
+    max: usize,
     input_open: &mut bool,
     shared: &Shared,
 ) -> Poll<io::Result<usize>> {
@@ -86,5 +170,6 @@ fn poll_chargen<S: ByteStream>(
         // More input may be waiting: come back for it after this write.
         cx.waker().wake_by_ref();
     }
-    Pin::new(sock).poll_write(cx, chargen::stream_from(offset))
+    let pattern = chargen::stream_from(offset);
+    Pin::new(sock).poll_write(cx, &pattern[..pattern.len().min(max)])
 }

@@ -11,6 +11,7 @@
 //! read. Writes are first tried without waiting; only a slow client brings
 //! in the (boxed) waiting machinery.
 
+mod faulty;
 mod generated;
 
 use std::cell::RefCell;
@@ -92,7 +93,13 @@ pub async fn serve<S: ByteStream>(mut sock: S, on: On, handover: Handover) {
                     .with_early_input(early_input)
                     .following(&config),
             );
-            let result = serve_requests(&mut sock, &mut exchange, &on).await;
+            let result = match &on.listener.faults {
+                None => serve_requests(&mut sock, &mut exchange, &on).await,
+                Some(faults) => {
+                    let faulty = faulty::serve_with_faults(&mut sock, &mut exchange, &on, faults);
+                    Box::pin(faulty).await
+                }
+            };
             totals = exchange.totals;
             result
         }
@@ -210,7 +217,15 @@ async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On)
         let limit = ex.read_limit(SCRATCH_LEN);
         let read = if draining {
             // Boxed: only a draining connection pays for its timer.
-            match Box::pin(read_while_draining(sock, ex, limit, listener)).await {
+            match Box::pin(read_while_draining(
+                sock,
+                ex,
+                limit,
+                listener,
+                Exchange::feed,
+            ))
+            .await
+            {
                 Some(read) => read,
                 None => break,
             }
@@ -256,12 +271,13 @@ async fn read_while_draining<S: ByteStream>(
     ex: &mut Exchange,
     limit: usize,
     listener: &ListenerCtx,
+    take: fn(&mut Exchange, &[u8]),
 ) -> Option<io::Result<usize>> {
     let direct = SCRATCH.with_borrow_mut(|scratch| {
         let buf = &mut scratch[..limit];
         match sock.read_direct(buf)? {
             Ok(n) => {
-                ex.feed(&buf[..n]);
+                take(ex, &buf[..n]);
                 Some(Ok(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -271,7 +287,7 @@ async fn read_while_draining<S: ByteStream>(
     if direct.is_some() {
         return direct;
     }
-    let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| ex.feed(data)));
+    let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| take(ex, data)));
     tokio::select! {
         read = tokio::time::timeout(DRAIN_SETTLE, read) => read.ok(),
         _ = listener.abort.cancelled() => None,

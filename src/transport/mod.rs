@@ -36,6 +36,10 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn tls_info(&self) -> Option<crate::tls::SessionInfo> {
         None
     }
+
+    /// Makes closing the stream abort it: TCP sends an RST (SO_LINGER 0)
+    /// instead of a FIN. A Unix stream has no reset; it just closes.
+    fn reset_on_close(&self) {}
 }
 
 impl ByteStream for tokio::io::DuplexStream {}
@@ -52,6 +56,10 @@ impl<T: ByteStream> ByteStream for Box<T> {
 
     fn tls_info(&self) -> Option<crate::tls::SessionInfo> {
         (**self).tls_info()
+    }
+
+    fn reset_on_close(&self) {
+        (**self).reset_on_close()
     }
 }
 

@@ -17,6 +17,10 @@ impl ByteStream for TcpStream {
         self.local_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string())
     }
+
+    fn reset_on_close(&self) {
+        let _ = SockRef::from(self).set_linger(Some(std::time::Duration::ZERO));
+    }
 }
 
 impl Accept for TcpListener {

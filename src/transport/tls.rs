@@ -101,6 +101,10 @@ impl<S: ByteStream> ByteStream for TlsStream<TlsSocket<S>> {
     fn tls_info(&self) -> Option<SessionInfo> {
         Some(SessionInfo::of(self.get_ref().1))
     }
+
+    fn reset_on_close(&self) {
+        self.get_ref().0.inner.reset_on_close()
+    }
 }
 
 /// The handshake of one TLS listener.

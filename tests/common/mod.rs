@@ -276,6 +276,7 @@ impl ServeProcess {
         let line = &self.listening[n];
         let url = line.split_whitespace().next().unwrap();
         let (_, addr) = url.split_once("://").unwrap();
+        let addr = addr.split('?').next().unwrap();
         addr.parse().unwrap()
     }
 

@@ -1,4 +1,4 @@
-//! Settings written as text, both ways: `64KiB`, `250ms`, `10.0.0.0/8,::1`
+//! Settings and URL parameters written as text, both ways: `64KiB`, `250ms`, `10.0.0.0/8,::1`
 //! parsed from flags, variables and the config file, and shown again by
 //! `check-config` and `--help` in the same notation.
 

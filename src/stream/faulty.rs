@@ -1,0 +1,267 @@
+//! `serve_requests` for a listener with faults: each reply is made on its
+//! own and waits in the connection's outbox until it is due (delay,
+//! jitter), leaves in order (a later reply never overtakes an earlier
+//! one), at most as fast as the bandwidth allows; a reply may be a reset
+//! instead, the connection may close after N replies, and reading may
+//! pause after each reply (stall).
+//!
+//! One timer per connection, set to whatever comes next (the outbox's
+//! head, the end of a stall, the bandwidth's next slot); the outbox counts
+//! against the output budget, so a client that sends faster than the
+//! delay lets replies go gets backpressure, not a growing queue.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{On, close, poll_read_scratch, read_while_draining, write_out};
+use crate::connection::Exchange;
+use crate::fault::{Dice, Kind, ListenerFaults, sleep_until};
+use crate::stats::Stats;
+use crate::transport::ByteStream;
+
+/// Bandwidth is paced in slots of this length: small enough to look
+/// smooth to a client, large enough that a slow link is not a timer storm.
+const PACE_SLOT: Duration = Duration::from_millis(10);
+
+/// A reply waiting for its time.
+struct Delayed {
+    due: Instant,
+    /// When its request arrived, for the latency the metrics show.
+    arrived: Instant,
+    /// Replies in it (0 for echo, which has no messages).
+    replies: u64,
+    /// An RST goes out instead of this reply.
+    reset: bool,
+    reply: Vec<u8>,
+    /// Bytes of it already written (bandwidth sends it in slots).
+    written: usize,
+}
+
+/// The faults of one connection and the replies they hold back.
+struct Outbox<'a> {
+    faults: &'a ListenerFaults,
+    dice: Dice,
+    queue: VecDeque<Delayed>,
+    bytes: usize,
+    budget: usize,
+    /// The latest due time given out: replies leave in order.
+    last_due: Option<Instant>,
+    /// Reading resumes at this instant.
+    stalled_until: Option<Instant>,
+    /// The bandwidth's next free slot.
+    next_slot: Option<Instant>,
+    sent: u64,
+}
+
+/// What became of the connection after sending what was due.
+enum Sent {
+    Open,
+    Reset,
+    Closed,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(faults: &'a ListenerFaults, budget: usize) -> Self {
+        Outbox {
+            faults,
+            dice: Dice::new(faults.spec.seed),
+            queue: VecDeque::new(),
+            bytes: 0,
+            budget,
+            last_due: None,
+            stalled_until: None,
+            next_slot: None,
+            sent: 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.bytes < self.budget
+    }
+
+    /// Makes replies of what the exchange holds, one at a time, while the
+    /// budget has room; each is due `delay` after its request arrived.
+    fn take_replies(&mut self, ex: &mut Exchange, arrived: Instant, stamped: SystemTime) {
+        let spec = &self.faults.spec;
+        while self.has_room() && ex.has_pending_work() {
+            ex.answer_one(stamped);
+            if ex.out.is_empty() {
+                break;
+            }
+            let replies = ex.take_reply_count();
+            let reset = self.dice.happens(spec.reset);
+            let mut due = arrived;
+            if spec.delays() {
+                due = self.dice.due(spec, arrived);
+                self.faults.counts.add(Kind::Delay, replies.max(1));
+            }
+            let due = self.last_due.map_or(due, |last| due.max(last));
+            self.last_due = Some(due);
+            self.bytes += ex.out.len();
+            self.queue.push_back(Delayed {
+                due,
+                arrived,
+                replies,
+                reset,
+                reply: std::mem::take(&mut ex.out),
+                written: 0,
+            });
+        }
+        ex.note_input(Instant::now());
+    }
+
+    /// Writes every reply that is due, as far as the bandwidth allows.
+    async fn send_due<S: ByteStream>(&mut self, sock: &mut S, on: &On) -> io::Result<Sent> {
+        let spec = &self.faults.spec;
+        loop {
+            let now = Instant::now();
+            let busy = self.link_busy_until().is_some_and(|until| until > now);
+            let Some(front) = self.queue.front_mut() else {
+                return Ok(Sent::Open);
+            };
+            if front.due > now || busy {
+                return Ok(Sent::Open);
+            }
+            if front.reset {
+                self.faults.counts.add(Kind::Reset, 1);
+                sock.reset_on_close();
+                return Ok(Sent::Reset);
+            }
+            let rest = &front.reply[front.written..];
+            let n = match spec.bandwidth {
+                Some(rate) => {
+                    let slot_bytes = (rate as f64 * PACE_SLOT.as_secs_f64()).max(1.0) as usize;
+                    let n = rest.len().min(slot_bytes);
+                    let slot = Duration::from_secs_f64(n as f64 / rate as f64);
+                    self.next_slot = Some(self.next_slot.map_or(now, |s| s.max(now)) + slot);
+                    if n < rest.len() {
+                        self.faults.counts.add(Kind::Throttle, 1);
+                    }
+                    n
+                }
+                None => rest.len(),
+            };
+            write_out(sock, &rest[..n], on).await?;
+            front.written += n;
+            if front.written < front.reply.len() {
+                continue;
+            }
+            self.bytes -= front.reply.len();
+            let (replies, arrived) = (front.replies, front.arrived);
+            self.queue.pop_front();
+            self.sent += 1;
+            Stats::add(&on.shared.stats.local().stream_replies, replies);
+            on.listener.stats.record_replies(replies, arrived.elapsed());
+            if let Some(stall) = spec.stall {
+                self.faults.counts.add(Kind::Stall, 1);
+                self.stalled_until = Some(Instant::now() + stall);
+            }
+            if spec.close_after == Some(self.sent) {
+                self.faults.counts.add(Kind::Close, 1);
+                return Ok(Sent::Closed);
+            }
+        }
+    }
+
+    /// When something can happen next without input: the head falls due,
+    /// the bandwidth frees a slot, or a stall ends.
+    fn next_wake(&self) -> Option<Instant> {
+        let head = self
+            .queue
+            .front()
+            .map(|f| self.link_busy_until().map_or(f.due, |busy| f.due.max(busy)));
+        let stall = self.stalled_until.filter(|until| *until > Instant::now());
+        match (head, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The link may be booked one slot ahead: replies smaller than a slot
+    /// go out together instead of a timer each.
+    fn link_busy_until(&self) -> Option<Instant> {
+        self.next_slot.map(|slot| slot - PACE_SLOT)
+    }
+
+    fn stalled(&self, now: Instant) -> bool {
+        self.stalled_until.is_some_and(|until| until > now)
+    }
+}
+
+/// The loop of `serve_requests`, with faults.
+pub(super) async fn serve_with_faults<S: ByteStream>(
+    sock: &mut S,
+    ex: &mut Exchange,
+    on: &On,
+    faults: &ListenerFaults,
+) -> io::Result<()> {
+    let listener = &*on.listener;
+    let limits = on.config().options.limits.clone();
+    let mut outbox = Outbox::new(faults, limits.output_budget);
+    let mut draining = false;
+    let mut input_done = false;
+    let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
+    loop {
+        ex.follow_reload(&on.shared);
+        outbox.take_replies(ex, arrived, stamped);
+        match outbox.send_due(sock, on).await? {
+            Sent::Open => {}
+            Sent::Reset => return Ok(()),
+            Sent::Closed => return close(sock, ex.at_eof, listener).await,
+        }
+        let finished = ex.at_eof || input_done;
+        if finished && outbox.queue.is_empty() && !ex.has_unanswered_input() {
+            break;
+        }
+        let now = Instant::now();
+        draining |= listener.stop.is_cancelled();
+        let can_read = !finished && outbox.has_room() && !outbox.stalled(now);
+        let wake = outbox.next_wake();
+        let idle_deadline = ex.input_deadline(&limits).0;
+        let read_limit = ex.read_limit(super::SCRATCH_LEN);
+        tokio::select! {
+            biased;
+            _ = listener.abort.cancelled() => {
+                return Err(io::Error::other("drain timeout reached"));
+            }
+            _ = listener.stop.cancelled(), if !draining => continue,
+            read = read_input(sock, ex, read_limit, on, draining), if can_read => match read {
+                Some(read) => count_input(on, read?),
+                None => input_done = true,
+            },
+            () = sleep_until(wake), if wake.is_some() => continue,
+            () = tokio::time::sleep_until(idle_deadline.into()),
+                if can_read && outbox.queue.is_empty() && !draining => {
+                if ex.input_deadline(&limits).0 <= Instant::now() {
+                    Stats::add(&on.shared.stats.local().closed_idle_timeout, 1);
+                    break;
+                }
+                continue;
+            }
+        }
+        (arrived, stamped) = (Instant::now(), SystemTime::now());
+    }
+    close(sock, ex.at_eof, listener).await
+}
+
+/// What the client sent, kept unanswered; while draining only what has
+/// already arrived (None once that is all).
+async fn read_input<S: ByteStream>(
+    sock: &mut S,
+    ex: &mut Exchange,
+    limit: usize,
+    on: &On,
+    draining: bool,
+) -> Option<io::Result<usize>> {
+    if draining {
+        let read = read_while_draining(sock, ex, limit, &on.listener, Exchange::receive);
+        return Box::pin(read).await;
+    }
+    Some(poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| ex.receive(data))).await)
+}
+
+fn count_input(on: &On, bytes: usize) {
+    Stats::add(&on.shared.stats.local().bytes_in, bytes as u64);
+}
