@@ -34,7 +34,8 @@ struct Delayed {
     replies: u64,
     /// An RST goes out instead of this reply.
     reset: bool,
-    reply: Vec<u8>,
+    /// Its bytes, the next `len` of the outbox's buffer.
+    len: usize,
     /// Bytes of it already written (bandwidth sends it in slots).
     written: usize,
 }
@@ -44,7 +45,10 @@ struct Outbox<'a> {
     faults: &'a ListenerFaults,
     dice: Dice,
     queue: VecDeque<Delayed>,
-    bytes: usize,
+    /// The waiting replies' bytes, back to back from `head` on: one
+    /// buffer, so that many small replies cost no allocation each.
+    buf: Vec<u8>,
+    head: usize,
     budget: usize,
     /// The latest due time given out: replies leave in order.
     last_due: Option<Instant>,
@@ -68,7 +72,8 @@ impl<'a> Outbox<'a> {
             faults,
             dice: Dice::new(faults.spec.seed),
             queue: VecDeque::new(),
-            bytes: 0,
+            buf: Vec::new(),
+            head: 0,
             budget,
             last_due: None,
             stalled_until: None,
@@ -77,14 +82,38 @@ impl<'a> Outbox<'a> {
         }
     }
 
+    /// The entries count too: many tiny replies must not hold more
+    /// memory than the budget says.
     fn has_room(&self) -> bool {
-        self.bytes < self.budget
+        let held = self.buf.len() - self.head + self.queue.len() * std::mem::size_of::<Delayed>();
+        held < self.budget
+    }
+
+    /// Forgets the front entry's bytes once written, reusing the buffer.
+    fn pop_front(&mut self) -> Option<Delayed> {
+        let front = self.queue.pop_front()?;
+        self.head += front.len;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+            if self.buf.capacity() > 2 * self.budget {
+                self.buf = Vec::new();
+            }
+        } else if self.head > self.budget {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        Some(front)
     }
 
     /// Makes replies of what the exchange holds, one at a time, while the
     /// budget has room; each is due `delay` after its request arrived.
-    fn take_replies(&mut self, ex: &mut Exchange, arrived: Instant, stamped: SystemTime) {
+    fn take_replies(&mut self, ex: &mut Exchange, arrived: Instant, stamped: SystemTime) -> bool {
         let spec = &self.faults.spec;
+        // close-after and stall count replies one by one; otherwise replies
+        // due together share an entry (pipelined lines under a plain delay).
+        let may_merge = spec.close_after.is_none() && spec.stall.is_none();
+        let mut wants_input = true;
         while self.has_room() && ex.has_pending_work() {
             ex.answer_one(stamped);
             if ex.out.is_empty() {
@@ -99,17 +128,34 @@ impl<'a> Outbox<'a> {
             }
             let due = self.last_due.map_or(due, |last| due.max(last));
             self.last_due = Some(due);
-            self.bytes += ex.out.len();
-            self.queue.push_back(Delayed {
-                due,
-                arrived,
-                replies,
-                reset,
-                reply: std::mem::take(&mut ex.out),
-                written: 0,
-            });
+            if let Some(back) = self.queue.back_mut()
+                && may_merge
+                && !reset
+                && !back.reset
+                && back.due == due
+            {
+                back.replies += replies;
+                back.len += ex.out.len();
+            } else {
+                self.queue.push_back(Delayed {
+                    due,
+                    arrived,
+                    replies,
+                    reset,
+                    len: ex.out.len(),
+                    written: 0,
+                });
+            }
+            self.buf.extend_from_slice(&ex.out);
+            ex.out.clear();
+        }
+        if !self.has_room() && ex.has_unanswered_input() {
+            // What waits is answered as the outbox empties; reading more
+            // now would only pile it up.
+            wants_input = false;
         }
         ex.note_input(Instant::now());
+        wants_input
     }
 
     /// Writes every reply that is due, as far as the bandwidth allows.
@@ -129,7 +175,8 @@ impl<'a> Outbox<'a> {
                 sock.reset_on_close();
                 return Ok(Sent::Reset);
             }
-            let rest = &front.reply[front.written..];
+            let start = self.head + front.written;
+            let rest = &self.buf[start..self.head + front.len];
             let n = match spec.bandwidth {
                 Some(rate) => {
                     let slot_bytes = (rate as f64 * PACE_SLOT.as_secs_f64()).max(1.0) as usize;
@@ -145,12 +192,15 @@ impl<'a> Outbox<'a> {
             };
             write_out(sock, &rest[..n], on).await?;
             front.written += n;
-            if front.written < front.reply.len() {
+            if front.written < front.len {
                 continue;
             }
-            self.bytes -= front.reply.len();
-            let (replies, arrived) = (front.replies, front.arrived);
-            self.queue.pop_front();
+            let Some(Delayed {
+                replies, arrived, ..
+            }) = self.pop_front()
+            else {
+                continue;
+            };
             self.sent += 1;
             Stats::add(&on.shared.stats.local().stream_replies, replies);
             on.listener.stats.record_replies(replies, arrived.elapsed());
@@ -180,7 +230,8 @@ impl<'a> Outbox<'a> {
     }
 
     /// The link may be booked one slot ahead: replies smaller than a slot
-    /// go out together instead of a timer each.
+    /// go out together instead of a timer each. So the burst is two slots
+    /// (20 ms worth of bytes), as a token bucket's would be.
     fn link_busy_until(&self) -> Option<Instant> {
         self.next_slot.map(|slot| slot - PACE_SLOT)
     }
@@ -205,7 +256,7 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
     loop {
         ex.follow_reload(&on.shared);
-        outbox.take_replies(ex, arrived, stamped);
+        let wants_input = outbox.take_replies(ex, arrived, stamped);
         match outbox.send_due(sock, on).await? {
             Sent::Open => {}
             Sent::Reset => return Ok(()),
@@ -217,7 +268,7 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
         }
         let now = Instant::now();
         draining |= listener.stop.is_cancelled();
-        let can_read = !finished && outbox.has_room() && !outbox.stalled(now);
+        let can_read = !finished && wants_input && outbox.has_room() && !outbox.stalled(now);
         let wake = outbox.next_wake();
         let idle_deadline = ex.input_deadline(&limits).0;
         let read_limit = ex.read_limit(super::SCRATCH_LEN);
