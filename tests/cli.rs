@@ -16,21 +16,7 @@ use common::{ServeProcess, have_tool, socket_path, split_ctime_stamp, tsecho_bin
 
 /// Runs a command with `input` on stdin and returns its output.
 fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
+    common::run_with_input(Command::new(program).args(args), input)
 }
 
 fn stamped_lines(stdout: &[u8]) -> Vec<Vec<u8>> {

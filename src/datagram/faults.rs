@@ -25,23 +25,18 @@ impl<'a, A: Clone> DatagramFaults<'a, A> {
         })
     }
 
-    /// Sends a reply now (through `send`), later (queued), twice or not at
-    /// all. The dice are thrown in the same order for every reply, so a
-    /// seed gives the same pattern for the same input.
-    pub fn dispatch(
-        &mut self,
-        reply: &[u8],
-        to: A,
-        arrival: Instant,
-        mut send: impl FnMut(&[u8], A),
-    ) {
+    /// How many copies of a reply to send now: 1, 2 (duplicate) or 0
+    /// (dropped, or queued to leave later). The dice are thrown in the
+    /// same order for every reply, so a seed gives the same pattern for
+    /// the same input.
+    pub fn dispatch(&mut self, reply: &[u8], to: A, arrival: Instant) -> usize {
         let (spec, counts) = (&self.faults.spec, &self.faults.counts);
         let dropped = self.dice.happens(spec.drop);
         let doubled = self.dice.happens(spec.duplicate);
         let due = spec.delays().then(|| self.dice.due(spec, arrival));
         if dropped {
             counts.add(Kind::Drop, 1);
-            return;
+            return 0;
         }
         let copies = if doubled {
             counts.add(Kind::Duplicate, 1);
@@ -50,10 +45,7 @@ impl<'a, A: Clone> DatagramFaults<'a, A> {
             1
         };
         let Some(due) = due else {
-            for _ in 0..copies {
-                send(reply, to.clone());
-            }
-            return;
+            return copies;
         };
         counts.add(Kind::Delay, 1);
         for _ in 0..copies {
@@ -61,6 +53,7 @@ impl<'a, A: Clone> DatagramFaults<'a, A> {
                 counts.add(Kind::Overflow, 1);
             }
         }
+        0
     }
 
     /// When the next delayed reply falls due.
@@ -68,11 +61,8 @@ impl<'a, A: Clone> DatagramFaults<'a, A> {
         self.queue.next_due()
     }
 
-    /// Hands every reply due by now to `send`.
-    pub fn release_due(&mut self, mut send: impl FnMut(&[u8], A)) {
-        let now = Instant::now();
-        while let Some((reply, to)) = self.queue.pop_due(now) {
-            send(&reply, to);
-        }
+    /// The next delayed reply that is due by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Vec<u8>, A)> {
+        self.queue.pop_due(now)
     }
 }

@@ -75,8 +75,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
     let mut faulty = DatagramFaults::new(&listener);
     while !listener.stop.is_cancelled() {
         if let Some(faulty) = &mut faulty {
-            faulty.release_due(|reply, (to, from)| push(&mut replies, fd, reply, to, from));
-            replies.send(fd);
+            send_due(faulty, fd, &mut replies);
             if !readable_before(fd, faulty.next_due()) {
                 continue;
             }
@@ -110,9 +109,9 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
             match &mut faulty {
                 None => replies.push(reply, peer, from),
                 Some(faulty) => {
-                    faulty.dispatch(reply, (peer, from), arrival.at, |r, (to, from)| {
-                        push(&mut replies, fd, r, to, from)
-                    })
+                    for _ in 0..faulty.dispatch(reply, (peer, from), arrival.at) {
+                        push(&mut replies, fd, reply, peer, from);
+                    }
                 }
             }
         }
@@ -162,9 +161,21 @@ fn send_delayed_until_done(
             due.saturating_duration_since(Instant::now())
                 .min(STOP_CHECK),
         );
-        faulty.release_due(|reply, (to, from)| push(replies, fd, reply, to, from));
-        replies.send(fd);
+        send_due(faulty, fd, replies);
     }
+}
+
+/// Sends the delayed replies that fell due.
+fn send_due(
+    faulty: &mut DatagramFaults<(SocketAddr, Option<IpAddr>)>,
+    fd: RawFd,
+    replies: &mut SendBatch,
+) {
+    let now = Instant::now();
+    while let Some((reply, (to, from))) = faulty.pop_due(now) {
+        push(replies, fd, &reply, to, from);
+    }
+    replies.send(fd);
 }
 
 /// How long a UDP thread may take to notice that its listener stopped.

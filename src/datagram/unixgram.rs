@@ -3,6 +3,7 @@
 use std::os::fd::AsFd;
 use std::os::unix::net as std_unix;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
@@ -56,17 +57,13 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
         if !answered {
             continue;
         }
-        match &mut faulty {
-            None => send(&sock, &sender, &answerer.out, &peer).await,
-            Some(faulty) => {
-                let mut now = None;
-                faulty.dispatch(&answerer.out, peer, arrival.at, |reply, to| {
-                    now.get_or_insert_with(Vec::new).push((reply.to_vec(), to))
-                });
-                for (reply, to) in now.into_iter().flatten() {
-                    send(&sock, &sender, &reply, &to).await;
-                }
-            }
+        let copies = match &mut faulty {
+            None => 1,
+            Some(faulty) => faulty.dispatch(&answerer.out, peer.clone(), arrival.at),
+        };
+        // Two for a duplicate, none for a drop or a delay (queued).
+        for _ in 0..copies {
+            send(&sock, &sender, &answerer.out, &peer).await;
         }
     }
     // The drain promise with delays: what is queued leaves at its time.
@@ -95,11 +92,9 @@ async fn send_due(
     sock: &UnixDatagram,
     sender: &std_unix::UnixDatagram,
 ) {
-    let mut due = Vec::new();
-    if let Some(faulty) = faulty {
-        faulty.release_due(|reply, to| due.push((reply.to_vec(), to)));
-    }
-    for (reply, to) in due {
+    let Some(faulty) = faulty else { return };
+    let now = Instant::now();
+    while let Some((reply, to)) = faulty.pop_due(now) {
         send(sock, sender, &reply, &to).await;
     }
 }

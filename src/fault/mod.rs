@@ -4,11 +4,13 @@
 
 pub mod counters;
 pub mod dice;
+pub mod link;
 pub mod queue;
 pub mod spec;
 
 pub use counters::{FaultCounts, Kind};
 pub use dice::Dice;
+pub use link::Link;
 pub use spec::{Chance, Faults, JitterDist};
 
 /// A listener's faults and what they did.

@@ -13,17 +13,13 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use super::{On, close, poll_read_scratch, read_while_draining, write_out};
 use crate::connection::Exchange;
-use crate::fault::{Dice, Kind, ListenerFaults, sleep_until};
+use crate::fault::{Dice, Kind, Link, ListenerFaults, sleep_until};
 use crate::stats::Stats;
 use crate::transport::ByteStream;
-
-/// Bandwidth is paced in slots of this length: small enough to look
-/// smooth to a client, large enough that a slow link is not a timer storm.
-const PACE_SLOT: Duration = Duration::from_millis(10);
 
 /// A reply waiting for its time.
 struct Delayed {
@@ -54,8 +50,8 @@ struct Outbox<'a> {
     last_due: Option<Instant>,
     /// Reading resumes at this instant.
     stalled_until: Option<Instant>,
-    /// The bandwidth's next free slot.
-    next_slot: Option<Instant>,
+    /// bandwidth=RATE.
+    link: Option<Link>,
     sent: u64,
 }
 
@@ -77,7 +73,7 @@ impl<'a> Outbox<'a> {
             budget,
             last_due: None,
             stalled_until: None,
-            next_slot: None,
+            link: faults.spec.bandwidth.map(Link::new),
             sent: 0,
         }
     }
@@ -177,12 +173,10 @@ impl<'a> Outbox<'a> {
             }
             let start = self.head + front.written;
             let rest = &self.buf[start..self.head + front.len];
-            let n = match spec.bandwidth {
-                Some(rate) => {
-                    let slot_bytes = (rate as f64 * PACE_SLOT.as_secs_f64()).max(1.0) as usize;
-                    let n = rest.len().min(slot_bytes);
-                    let slot = Duration::from_secs_f64(n as f64 / rate as f64);
-                    self.next_slot = Some(self.next_slot.map_or(now, |s| s.max(now)) + slot);
+            let n = match &mut self.link {
+                Some(link) => {
+                    let n = rest.len().min(link.slot_bytes());
+                    link.book(n, now);
                     if n < rest.len() {
                         self.faults.counts.add(Kind::Throttle, 1);
                     }
@@ -229,11 +223,8 @@ impl<'a> Outbox<'a> {
         }
     }
 
-    /// The link may be booked one slot ahead: replies smaller than a slot
-    /// go out together instead of a timer each. So the burst is two slots
-    /// (20 ms worth of bytes), as a token bucket's would be.
     fn link_busy_until(&self) -> Option<Instant> {
-        self.next_slot.map(|slot| slot - PACE_SLOT)
+        self.link.as_ref().and_then(Link::busy_until)
     }
 
     fn stalled(&self, now: Instant) -> bool {

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use super::{On, SCRATCH_LEN, close, poll_read_scratch, write_out};
 use crate::clock::Stamper;
 use crate::context::Shared;
-use crate::fault::{Dice, Kind, sleep_until};
+use crate::fault::{Dice, Kind, Link, sleep_until};
 use crate::service::{Greeting, chargen};
 use crate::stats::Stats;
 use crate::transport::ByteStream;
@@ -46,11 +46,10 @@ pub(super) async fn serve_greeting<S: ByteStream>(
     close(sock, false, &on.listener).await
 }
 
-/// Chargen's faults: a first line that comes late, a slow link (each
-/// write at most one pacing slot's worth), a close after N lines.
+/// Chargen's faults: a first line that comes late, a slow link, a close
+/// after N lines.
 struct Pacing {
-    /// Bytes per second.
-    rate: Option<u64>,
+    link: Option<Link>,
     /// Bytes left before close-after closes the connection.
     left: Option<u64>,
 }
@@ -59,7 +58,7 @@ impl Pacing {
     async fn start(on: &On) -> Pacing {
         let Some(faults) = &on.listener.faults else {
             return Pacing {
-                rate: None,
+                link: None,
                 left: None,
             };
         };
@@ -69,7 +68,7 @@ impl Pacing {
             tokio::time::sleep(delay).await;
         }
         Pacing {
-            rate: faults.spec.bandwidth,
+            link: faults.spec.bandwidth.map(Link::new),
             left: faults
                 .spec
                 .close_after
@@ -79,21 +78,20 @@ impl Pacing {
 
     /// The most the next write may send.
     fn max_write(&self) -> usize {
-        let slot = self
-            .rate
-            .map_or(usize::MAX, |rate| (rate / 100).max(1) as usize);
+        let slot = self.link.as_ref().map_or(usize::MAX, Link::slot_bytes);
         slot.min(self.left.map_or(usize::MAX, |left| left as usize))
     }
 
-    /// After `n` bytes went out: how long the link is busy with them, and
-    /// whether close-after is reached.
-    fn sent(&mut self, n: usize) -> (Option<std::time::Duration>, bool) {
+    /// After `n` bytes went out at `now`: until when the link is busy with
+    /// them, and whether close-after is reached.
+    fn sent(&mut self, n: usize, now: Instant) -> (Option<Instant>, bool) {
         if let Some(left) = &mut self.left {
             *left -= (n as u64).min(*left);
         }
-        let busy = self
-            .rate
-            .map(|rate| std::time::Duration::from_secs_f64(n as f64 / rate as f64));
+        let busy = self.link.as_mut().and_then(|link| {
+            link.book(n, now);
+            link.busy_until().filter(|until| *until > now)
+        });
         (busy, self.left == Some(0))
     }
 }
@@ -125,19 +123,17 @@ pub(super) async fn serve_chargen<S: ByteStream>(sock: &mut S, on: &On) -> io::R
                 last_progress = Instant::now();
                 offset = (offset + n) % chargen::CYCLE_LEN;
                 Stats::add(&shared.stats.local().bytes_out, n as u64);
-                let (busy, done) = pacing.sent(n);
+                let (busy, done) = pacing.sent(n, last_progress);
                 if done {
                     if let Some(faults) = &listener.faults {
                         faults.counts.add(Kind::Close, 1);
                     }
                     break;
                 }
-                busy_until = busy.map(|busy| {
-                    if let Some(faults) = &listener.faults {
-                        faults.counts.add(Kind::Throttle, 1);
-                    }
-                    last_progress + busy
-                });
+                if let (Some(_), Some(faults)) = (busy, &listener.faults) {
+                    faults.counts.add(Kind::Throttle, 1);
+                }
+                busy_until = busy;
             }
         }
     }

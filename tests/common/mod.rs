@@ -343,7 +343,9 @@ impl Drop for ServeProcess {
     }
 }
 
-/// Runs `command` with `input` on stdin: its output.
+/// Runs `command` with `input` on stdin: its output. The input is
+/// written from a thread of its own, so a command that prints much before
+/// reading all of it cannot block on a full pipe.
 pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = command
@@ -351,9 +353,15 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Outp
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
 }
 
 /// GET with curl: the status code and the body.
