@@ -11,7 +11,7 @@ use tokio::net::UnixDatagram;
 use super::faults::DatagramFaults;
 use super::{Answerer, Arrival, RECV_LEN};
 use crate::context::{ListenerCtx, Shared};
-use crate::fault::sleep_until;
+use crate::fault::PreciseTimer;
 
 pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shared: Arc<Shared>) {
     // std's socket type can send to abstract addresses; tokio's only to paths.
@@ -24,13 +24,14 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
     };
     let mut answerer = Answerer::new(&shared, &listener);
     let mut faulty = DatagramFaults::new(&listener);
+    let mut timer = PreciseTimer::default();
     let mut buf = vec![0; RECV_LEN];
     loop {
         let due = faulty.as_ref().and_then(DatagramFaults::next_due);
         let received = tokio::select! {
             biased;
             _ = listener.stop.cancelled() => break,
-            () = sleep_until(due), if due.is_some() => {
+            () = timer.sleep_until(due), if due.is_some() => {
                 send_due(faulty.as_mut(), &sock, &sender).await;
                 continue;
             }
@@ -70,7 +71,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
     while let Some(due) = faulty.as_ref().and_then(DatagramFaults::next_due) {
         tokio::select! {
             _ = listener.abort.cancelled() => return,
-            () = sleep_until(Some(due)) => send_due(faulty.as_mut(), &sock, &sender).await,
+            () = timer.sleep_until(Some(due)) => send_due(faulty.as_mut(), &sock, &sender).await,
         }
     }
 }

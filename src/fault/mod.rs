@@ -7,11 +7,13 @@ pub mod dice;
 pub mod link;
 pub mod queue;
 pub mod spec;
+pub mod timer;
 
 pub use counters::{FaultCounts, Kind};
 pub use dice::Dice;
 pub use link::Link;
 pub use spec::{Chance, Faults, JitterDist};
+pub use timer::PreciseTimer;
 
 /// A listener's faults and what they did.
 #[derive(Debug)]

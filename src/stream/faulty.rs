@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use super::{On, close, poll_read_scratch, read_while_draining, write_out};
 use crate::connection::Exchange;
-use crate::fault::{Dice, Kind, Link, ListenerFaults, sleep_until};
+use crate::fault::{Dice, Kind, Link, ListenerFaults, PreciseTimer};
 use crate::stats::Stats;
 use crate::transport::ByteStream;
 
@@ -244,6 +244,7 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     let mut outbox = Outbox::new(faults, limits.output_budget);
     let mut draining = false;
     let mut input_done = false;
+    let mut timer = PreciseTimer::default();
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
     loop {
         ex.follow_reload(&on.shared);
@@ -273,7 +274,7 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
                 Some(read) => count_input(on, read?),
                 None => input_done = true,
             },
-            () = sleep_until(wake), if wake.is_some() => continue,
+            () = timer.sleep_until(wake), if wake.is_some() => continue,
             () = tokio::time::sleep_until(idle_deadline.into()),
                 if can_read && outbox.queue.is_empty() && !draining => {
                 if ex.input_deadline(&limits).0 <= Instant::now() {
