@@ -16,7 +16,7 @@ use std::io;
 use std::time::{Instant, SystemTime};
 
 use super::{On, close, poll_read_scratch, read_while_draining, write_out};
-use crate::connection::Exchange;
+use crate::connection::{self, Exchange, Expired};
 use crate::fault::{Dice, Kind, Link, ListenerFaults, PreciseTimer};
 use crate::stats::Stats;
 use crate::transport::ByteStream;
@@ -246,6 +246,14 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     let mut input_done = false;
     let mut timer = PreciseTimer::default();
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
+    // Registered once per connection, as in `serve_requests`: waiters on
+    // the shared tokens and a timer in the wheel are not free per reply.
+    let (stop, abort) = (listener.stop.cancelled(), listener.abort.cancelled());
+    tokio::pin!(stop, abort);
+    let idle = tokio::time::sleep_until(
+        connection::earliest_possible_deadline(Instant::now(), &limits).into(),
+    );
+    tokio::pin!(idle);
     loop {
         ex.follow_reload(&on.shared);
         let wants_input = outbox.take_replies(ex, arrived, stamped);
@@ -262,26 +270,31 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
         draining |= listener.stop.is_cancelled();
         let can_read = !finished && wants_input && outbox.has_room() && !outbox.stalled(now);
         let wake = outbox.next_wake();
-        let idle_deadline = ex.input_deadline(&limits).0;
         let read_limit = ex.read_limit(super::SCRATCH_LEN);
         tokio::select! {
             biased;
-            _ = listener.abort.cancelled() => {
-                return Err(io::Error::other("drain timeout reached"));
-            }
-            _ = listener.stop.cancelled(), if !draining => continue,
+            _ = &mut abort => return Err(io::Error::other("drain timeout reached")),
+            _ = &mut stop, if !draining => continue,
             read = read_input(sock, ex, read_limit, on, draining), if can_read => match read {
                 Some(read) => count_input(on, read?),
                 None => input_done = true,
             },
             () = timer.sleep_until(wake), if wake.is_some() => continue,
-            () = tokio::time::sleep_until(idle_deadline.into()),
-                if can_read && outbox.queue.is_empty() && !draining => {
-                if ex.input_deadline(&limits).0 <= Instant::now() {
-                    Stats::add(&on.shared.stats.local().closed_idle_timeout, 1);
-                    break;
+            () = &mut idle, if can_read && outbox.queue.is_empty() && !draining => {
+                // The timer runs at the earliest moment a deadline could
+                // fall; only now is the real one worked out.
+                let now = Instant::now();
+                let (deadline, reason) = ex.input_deadline(&limits);
+                if deadline > now {
+                    idle.as_mut().reset(connection::next_check(deadline, now, &limits).into());
+                    continue;
                 }
-                continue;
+                let counter = match reason {
+                    Expired::Idle => &on.shared.stats.local().closed_idle_timeout,
+                    Expired::Line => &on.shared.stats.local().closed_line_timeout,
+                };
+                Stats::add(counter, 1);
+                break;
             }
         }
         (arrived, stamped) = (Instant::now(), SystemTime::now());
