@@ -285,6 +285,7 @@ fn bad_faults_are_one_line_errors_naming_listener_and_key() {
         ("tcp://127.0.0.1:0?delay=5ms&jitter=10ms", "jitter"),
         ("tcp://127.0.0.1:0?colour=red", "colour"),
         ("tcp://127.0.0.1:0?drop=1%", "drop"),
+        ("chargen+tcp://127.0.0.1:0?stall=1s", "stall"),
     ] {
         let out = std::process::Command::new(common::tsecho_bin())
             .args(["serve", "--listen", url])

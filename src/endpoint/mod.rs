@@ -172,7 +172,7 @@ impl FromStr for Endpoint {
             parse_unix(rest).map_err(invalid)?
         };
         let (socket_file, faults) = match query {
-            Some(query) => parse_query(query, &address, transport).map_err(invalid)?,
+            Some(query) => parse_query(query, &address, transport, service).map_err(invalid)?,
             None => Default::default(),
         };
         Ok(Endpoint {
@@ -190,6 +190,7 @@ fn parse_query(
     query: &str,
     address: &Address,
     transport: Transport,
+    service: ServiceKind,
 ) -> Result<(SocketFile, Faults), String> {
     let (mut file, mut faults) = (SocketFile::default(), Faults::default());
     for pair in query.split('&') {
@@ -211,6 +212,15 @@ fn parse_query(
         }
     }
     faults.check(transport.is_datagram())?;
+    let chargen_stream = service == ServiceKind::Chargen && !transport.is_datagram();
+    if chargen_stream && (faults.reset.is_some() || faults.stall.is_some()) {
+        return Err(
+            "reset and stall do not apply to chargen on a stream: it sends no \
+                    replies to reset and reads nothing to stall (it takes delay, bandwidth \
+                    and close-after)"
+                .into(),
+        );
+    }
     Ok((file, faults))
 }
 
