@@ -65,34 +65,29 @@ fn resolve(file: &SocketFile) -> io::Result<(Option<Uid>, Option<Gid>)> {
     Ok((uid, gid))
 }
 
+/// A setting that names nobody: a usage error (exit 64), with its own
+/// message (NotFound would read "no such file or directory").
+fn nobody(kind: &str, name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no {kind} named {name:?}"),
+    )
+}
+
 fn user_id(name: &str) -> io::Result<Uid> {
     if let Ok(id) = name.parse() {
         return Ok(Uid::from_raw(id));
     }
-    match User::from_name(name)? {
-        Some(user) => Ok(user.uid),
-        // A setting that names nobody: a usage error (exit 64), and its
-        // message kept (NotFound would read "no such file or directory").
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("no user named {name:?}"),
-        )),
-    }
+    let user = User::from_name(name)?.ok_or_else(|| nobody("user", name))?;
+    Ok(user.uid)
 }
 
 fn group_id(name: &str) -> io::Result<Gid> {
     if let Ok(id) = name.parse() {
         return Ok(Gid::from_raw(id));
     }
-    match Group::from_name(name)? {
-        Some(group) => Ok(group.gid),
-        // A setting that names nobody: a usage error (exit 64), and its
-        // message kept (NotFound would read "no such file or directory").
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("no group named {name:?}"),
-        )),
-    }
+    let group = Group::from_name(name)?.ok_or_else(|| nobody("group", name))?;
+    Ok(group.gid)
 }
 
 /// Owner and group first, then the mode: the mode only ever opens the file
