@@ -117,6 +117,28 @@ impl FromStr for TimeFormat {
     }
 }
 
+/// Which clock a message's stamp is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StampClock {
+    /// When the kernel received the message (SO_TIMESTAMPNS), on sockets
+    /// that report it: TCP, UDP, Unix datagram. Unix streams and TLS keep
+    /// the user clock.
+    #[default]
+    Kernel,
+    /// When tsecho read the message.
+    User,
+}
+
+impl StampClock {
+    pub fn name(self) -> &'static str {
+        match self {
+            StampClock::Kernel => "kernel",
+            StampClock::User => "user",
+        }
+    }
+}
+
 /// A format plus the time zone it is shown in.
 #[derive(Debug, Clone)]
 pub struct TimeStyle {

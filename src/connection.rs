@@ -112,11 +112,12 @@ impl Exchange {
         self.responder.read_limit(scratch)
     }
 
-    /// One read's worth of input (empty: the client finished sending).
-    pub fn feed(&mut self, data: &[u8]) {
+    /// One read's worth of input (empty: the client finished sending),
+    /// stamped with the kernel's receive time if there is one.
+    pub fn feed(&mut self, data: &[u8], received: Option<SystemTime>) {
         self.at_eof = data.is_empty();
         self.totals.bytes_in += data.len() as u64;
-        self.take_input(data, SystemTime::now());
+        self.take_input(data, received.unwrap_or_else(SystemTime::now));
         self.note_input(Instant::now());
     }
 

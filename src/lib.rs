@@ -5,6 +5,7 @@
 //! datagram) -> framing -> service -> reply`; docs/architecture.md maps
 //! the modules. Start a server in a test with [`Server`].
 
+mod ancillary;
 pub mod client;
 pub mod clock;
 mod connection;

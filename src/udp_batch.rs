@@ -3,8 +3,10 @@
 //! calls per datagram. On a wildcard socket each request also brings the
 //! address it was sent to (IP_PKTINFO), and its reply leaves from that
 //! address, so clients of multi-homed hosts and connected UDP clients
-//! accept it. The unsafe code this needs is confined to this module:
-//! filling the kernel's message headers and reading them back.
+//! accept it; with it come the kernel's receive time and the TTL, when
+//! the socket was asked for them (`ancillary.rs` reads them). The unsafe
+//! code this needs is confined to this module and that one: filling the
+//! kernel's message headers and reading them back.
 
 #![allow(unsafe_code)]
 
@@ -16,40 +18,15 @@ use std::ptr;
 
 use socket2::SockAddr;
 
+use crate::ancillary::{self, Received};
+
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
 /// Room for the largest datagram.
 const SLOT: usize = 65_536;
-/// Room for one packet-info control message (the IPv6 one is the larger).
-const CONTROL: usize = 64;
-
-/// Asks the kernel to tell, with every datagram, the address it was sent
-/// to: IPv4 (also on a dual-stack IPv6 socket) and IPv6.
-pub fn enable_destination_info(fd: RawFd, ipv6: bool) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    let set = |level, name| {
-        // SAFETY: a valid socket and a c_int option value of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                ptr::from_ref(&on).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    set(libc::IPPROTO_IP, libc::IP_PKTINFO)?;
-    if ipv6 {
-        set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
-    }
-    Ok(())
-}
+/// Room for the control messages of a received datagram, or the one of
+/// a reply.
+const CONTROL: usize = ancillary::CONTROL_LEN;
 
 /// Whether the socket has a datagram to read within `wait`: a wait to the
 /// nanosecond (ppoll), where SO_RCVTIMEO would round to the kernel's tick.
@@ -72,9 +49,9 @@ pub fn readable_within(fd: RawFd, wait: std::time::Duration) -> bool {
 pub struct RecvBatch {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
-    controls: Vec<[u64; CONTROL / 8]>,
+    controls: Vec<ancillary::ControlBuf>,
     lens: [usize; BATCH],
-    destinations: [Option<IpAddr>; BATCH],
+    received: [Received; BATCH],
     count: usize,
 }
 
@@ -84,7 +61,7 @@ pub struct SendBatch {
     lens: [usize; BATCH],
     addrs: Vec<SockAddr>,
     sources: [Option<IpAddr>; BATCH],
-    controls: Vec<[u64; CONTROL / 8]>,
+    controls: Vec<ancillary::ControlBuf>,
     sent: usize,
 }
 
@@ -101,7 +78,7 @@ impl Default for RecvBatch {
             addrs: vec![zeroed_storage(); BATCH],
             controls: vec![[0; CONTROL / 8]; BATCH],
             lens: [0; BATCH],
-            destinations: [None; BATCH],
+            received: [Received::default(); BATCH],
             count: 0,
         }
     }
@@ -145,7 +122,7 @@ impl RecvBatch {
         self.count = n as usize;
         for (i, header) in headers.iter().enumerate().take(self.count) {
             self.lens[i] = header.msg_len as usize;
-            self.destinations[i] = destination(&header.msg_hdr);
+            self.received[i] = ancillary::read_control(&header.msg_hdr);
         }
         Ok(self.count)
     }
@@ -160,42 +137,16 @@ impl RecvBatch {
         Some((data, socket_addr(&self.addrs[i])?))
     }
 
-    /// The address the `i`th datagram was sent to, when the socket was
-    /// asked to report it.
-    pub fn destination(&self, i: usize) -> Option<IpAddr> {
-        self.destinations.get(i).copied().flatten()
+    /// What the kernel told of the `i`th datagram: the address it was
+    /// sent to, when it came, its TTL, as far as the socket was asked to.
+    pub fn received(&self, i: usize) -> Received {
+        self.received.get(i).copied().unwrap_or_default()
     }
-}
-
-/// The packet-info control message of a received datagram, if any.
-fn destination(header: &libc::msghdr) -> Option<IpAddr> {
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-    // well-formed control messages; the CMSG macros walk exactly those, and
-    // each payload is read as the type its level and type announce.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(header);
-        while !cmsg.is_null() {
-            let data = libc::CMSG_DATA(cmsg);
-            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let info: libc::in_pktinfo = ptr::read_unaligned(data.cast());
-                    return Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into());
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info: libc::in6_pktinfo = ptr::read_unaligned(data.cast());
-                    let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    return Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
-                }
-                _ => cmsg = libc::CMSG_NXTHDR(header, cmsg),
-            }
-        }
-    }
-    None
 }
 
 /// Writes a packet-info control message choosing `source` as the reply's
 /// source address; returns its length.
-fn write_source(control: &mut [u64; CONTROL / 8], source: IpAddr) -> usize {
+fn write_source(control: &mut ancillary::ControlBuf, source: IpAddr) -> usize {
     let (level, kind, payload_len) = match source {
         IpAddr::V4(_) => (
             libc::IPPROTO_IP,

@@ -74,6 +74,14 @@ impl Arrival {
             at: Instant::now(),
         }
     }
+
+    /// Stamped with the kernel's receive time where the socket gave one.
+    fn kernel_or_now(self, kernel: Option<SystemTime>) -> Self {
+        Arrival {
+            time: kernel.unwrap_or(self.time),
+            ..self
+        }
+    }
 }
 
 impl<'a> Answerer<'a> {

@@ -10,7 +10,8 @@ use super::faults::DatagramFaults;
 use super::{Answerer, Arrival};
 use crate::context::{ListenerCtx, Shared};
 use crate::stats::Stats;
-use crate::udp_batch::{RecvBatch, SendBatch, enable_destination_info, readable_within};
+use crate::ancillary::enable_destination_info;
+use crate::udp_batch::{RecvBatch, SendBatch, readable_within};
 
 /// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
 const MAX_UDP_V4: usize = 65_507;
@@ -87,13 +88,16 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
         if count == 0 {
             continue;
         }
-        // One batch came in one call: one arrival time stamps all of it.
-        let arrival = Arrival::now();
+        // One batch came in one call: one reading of the clock stamps all
+        // of it, unless the kernel told when each datagram came.
+        let batch_arrival = Arrival::now();
         answerer.refresh();
         for i in 0..count {
             let Some((request, peer)) = requests.get(i) else {
                 continue;
             };
+            let received = requests.received(i);
+            let arrival = batch_arrival.kernel_or_now(received.at);
             if answerer.is_reflector_port(peer.port()) {
                 Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
                 continue;
@@ -105,7 +109,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
             else {
                 continue;
             };
-            let from = requests.destination(i);
+            let from = received.destination;
             match &mut faulty {
                 None => replies.push(reply, peer, from),
                 Some(faulty) => {
@@ -117,7 +121,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
         }
         // Counted before sending, so a client that has its reply also sees
         // it in the counters; the latency recorded runs to this hand-over.
-        answerer.flush(&listener.stats, arrival.at.elapsed());
+        answerer.flush(&listener.stats, batch_arrival.at.elapsed());
         replies.send(fd);
     }
     if let Some(faulty) = &mut faulty {

@@ -1,6 +1,7 @@
 //! Unix datagram sockets, served by a task.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net as std_unix;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use tokio::net::UnixDatagram;
 
 use super::faults::DatagramFaults;
 use super::{Answerer, Arrival, RECV_LEN};
+use crate::ancillary::recv_from_unix;
 use crate::context::{ListenerCtx, Shared};
 use crate::fault::PreciseTimer;
 
@@ -26,6 +28,7 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
     let mut faulty = DatagramFaults::new(&listener);
     let mut timer = PreciseTimer::default();
     let mut buf = vec![0; RECV_LEN];
+    let fd = sender.as_raw_fd();
     loop {
         let due = faulty.as_ref().and_then(DatagramFaults::next_due);
         let received = tokio::select! {
@@ -35,19 +38,15 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
                 send_due(faulty.as_mut(), &sock, &sender).await;
                 continue;
             }
-            received = sock.recv_from(&mut buf) => received,
+            received = sock.async_io(Interest::READABLE, || recv_from_unix(fd, &mut buf)) => received,
         };
-        let Ok((len, peer)) = received else { continue };
-        let arrival = Arrival::now();
+        // Nowhere to send a reply to when the client did not bind.
+        let Ok((len, Some(peer), kernel_time)) = received else { continue };
+        let arrival = Arrival::now().kernel_or_now(kernel_time);
         answerer.refresh();
-        if peer.is_unnamed() {
-            // Nowhere to send a reply to: the client did not bind.
-            continue;
-        }
         let peer_key = answerer
             .guard
             .unix_peer_key((peer.as_pathname(), peer.as_abstract_name()));
-        let peer: std_unix::SocketAddr = peer.into();
         if answerer.stamp.has_template() {
             answerer.note_addresses(&format!("{peer:?}"), &"unixgram");
         }

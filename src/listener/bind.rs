@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self as std_unix, SocketAddr as UnixAddr};
 use std::path::PathBuf;
@@ -27,6 +27,25 @@ pub enum BoundSocket {
     Udp(std::net::UdpSocket),
     Unix(std_unix::UnixListener),
     UnixGram(std_unix::UnixDatagram),
+}
+
+impl BoundSocket {
+    /// Whether what is read comes with the kernel's receive time: set
+    /// before the listener is announced, so that every connection it
+    /// accepts inherits it. TLS reads records, not the client's bytes,
+    /// and a Unix stream's data is never stamped by the kernel.
+    pub fn report_receive_times(&self, transport: Transport, on: bool) {
+        let fd = match self {
+            BoundSocket::Tcp(l) => l.as_raw_fd(),
+            BoundSocket::Udp(s) => s.as_raw_fd(),
+            BoundSocket::UnixGram(s) => s.as_raw_fd(),
+            BoundSocket::Unix(_) => return,
+        };
+        let on = on && transport != Transport::Tls;
+        if let Err(e) = crate::ancillary::report_receive_time(fd, on) {
+            tracing::warn!("messages are stamped when read, not when received: {e}");
+        }
+    }
 }
 
 /// What a listener is bound to, with the port actually chosen.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::task::TaskTracker;
 
 use super::Group;
+use crate::clock::StampClock;
 use crate::context::{ListenerCtx, Shared};
 use crate::control::Handoff;
 use crate::endpoint::{Endpoint, Transport};
@@ -78,6 +79,10 @@ impl ServerHandle {
             return;
         };
         let endpoint = first.endpoint.clone();
+        let kernel_clock = self.shared.config().options.stamp_clock == StampClock::Kernel;
+        for b in &group.copies {
+            b.socket.report_receive_times(endpoint.transport, kernel_clock);
+        }
         match endpoint.faults.is_none() {
             true => tracing::info!("listening on {endpoint} ({})", endpoint.service),
             false => tracing::info!(

@@ -177,6 +177,11 @@ impl ServerHandle {
         let mut report = ReloadReport::default();
         let old = self.shared.config();
         report.need_restart = needs_restart(&old.options, &options);
+        // A socket option, set as each listener started: kept as it is.
+        let options = Options {
+            stamp_clock: old.options.stamp_clock,
+            ..options
+        };
         if let Some(tls) = new_tls {
             let _ = self.shared.tls.set(Arc::new(tls));
         }
@@ -273,6 +278,9 @@ fn needs_restart(old: &Options, new: &Options) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.metrics != new.metrics {
         keys.push("metrics");
+    }
+    if old.stamp_clock != new.stamp_clock {
+        keys.push("stamp-clock");
     }
     let handshakes = |o: &Options| o.tls.max_handshakes(o.limits.max_connections);
     if handshakes(old) != handshakes(new) {

@@ -9,7 +9,7 @@ use clap::Command;
 use ipnet::IpNet;
 
 use super::{FramingKind, Settings};
-use crate::clock::TimeFormat;
+use crate::clock::{StampClock, TimeFormat};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::stamp::Template;
@@ -70,6 +70,11 @@ pub struct Overrides {
     /// Show times in UTC instead of local time (local time follows TZ).
     #[arg(long, env = "TSECHO_UTC", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub utc: Option<bool>,
+
+    /// Which clock stamps a message: kernel (when the kernel received it,
+    /// on TCP, UDP and Unix datagram sockets) or user (when tsecho read it).
+    #[arg(long, value_enum, env = "TSECHO_STAMP_CLOCK")]
+    pub stamp_clock: Option<StampClock>,
 
     /// How stream input is cut into messages: each line, or each read (as the
     /// textbook server does).
@@ -308,6 +313,7 @@ impl Overrides {
         }
         over! {
             inetd => "inetd", inetd_base => "inetd-base", format => "format", utc => "utc",
+            stamp_clock => "stamp-clock",
             framing => "framing", max_line => "max-line", chunk => "chunk",
             drain_timeout => "drain-timeout", shutdown_delay => "shutdown-delay",
             reply_template => "reply-template",

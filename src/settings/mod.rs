@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::clock::{TimeFormat, TimeStyle};
+use crate::clock::{StampClock, TimeFormat, TimeStyle};
 use crate::endpoint::Endpoint;
 use crate::framing::{DEFAULT_CHUNK, DEFAULT_MAX_LINE, Framing};
 use crate::limits::{Limits, UdpLimits};
@@ -70,6 +70,7 @@ pub struct Settings {
     pub format: TimeFormat,
     #[serde(deserialize_with = "file::boolean")]
     pub utc: bool,
+    pub stamp_clock: StampClock,
     pub framing: FramingKind,
     #[serde(deserialize_with = "file::size")]
     pub max_line: usize,
@@ -146,6 +147,7 @@ impl Default for Settings {
             inetd_base: 0,
             format: style.format,
             utc: style.utc,
+            stamp_clock: StampClock::default(),
             framing: FramingKind::Lines,
             max_line: DEFAULT_MAX_LINE,
             chunk: DEFAULT_CHUNK,
@@ -194,6 +196,7 @@ impl Settings {
                 format: self.format.clone(),
                 utc: self.utc,
             },
+            stamp_clock: self.stamp_clock,
             framing: match self.framing {
                 FramingKind::Lines => Framing::Lines {
                     max_line: self.max_line,
@@ -253,6 +256,7 @@ impl Settings {
             ("inetd-base", one(self.inetd_base.to_string())),
             ("format", one(self.format.to_string())),
             ("utc", one(self.utc.to_string())),
+            ("stamp-clock", one(self.stamp_clock.name().into())),
             ("framing", one(self.framing.name().into())),
             ("max-line", one(show_size(self.max_line))),
             ("chunk", one(show_size(self.chunk))),
@@ -354,6 +358,9 @@ impl LogFormat {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub time: TimeStyle,
+    /// Kernel receive times or the user clock (a restart changes it: it
+    /// is a socket option, set as each listener starts).
+    pub stamp_clock: StampClock,
     pub framing: Framing,
     /// How long shutdown waits for connections to finish their replies.
     pub drain_timeout: Duration,
@@ -396,6 +403,6 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
-        assert_eq!(keys.len(), 39);
+        assert_eq!(keys.len(), 40);
     }
 }

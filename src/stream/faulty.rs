@@ -16,6 +16,7 @@ use std::io;
 use std::time::{Instant, SystemTime};
 
 use super::{On, close, poll_read_scratch, read_while_draining, write_out};
+use crate::clock::StampClock;
 use crate::connection::{self, Exchange, Expired};
 use crate::fault::{Dice, Kind, Link, ListenerFaults, PreciseTimer};
 use crate::stats::Stats;
@@ -246,6 +247,8 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     let mut input_done = false;
     let mut timer = PreciseTimer::default();
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
+    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel;
+    let mut kernel_stamp = None;
     // Registered once per connection, as in `serve_requests`: waiters on
     // the shared tokens and a timer in the wheel are not free per reply.
     let (stop, abort) = (listener.stop.cancelled(), listener.abort.cancelled());
@@ -275,8 +278,12 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
             biased;
             _ = &mut abort => return Err(io::Error::other("drain timeout reached")),
             _ = &mut stop, if !draining => continue,
-            read = read_input(sock, ex, read_limit, on, draining), if can_read => match read {
-                Some(read) => count_input(on, read?),
+            read = read_input(sock, ex, read_limit, on, draining, kernel_clock), if can_read => match read {
+                Some(read) => {
+                    let (n, received) = read?;
+                    count_input(on, n);
+                    kernel_stamp = received;
+                }
                 None => input_done = true,
             },
             () = timer.sleep_until(wake), if wake.is_some() => continue,
@@ -297,7 +304,10 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
                 break;
             }
         }
-        (arrived, stamped) = (Instant::now(), SystemTime::now());
+        (arrived, stamped) = (
+            Instant::now(),
+            kernel_stamp.take().unwrap_or_else(SystemTime::now),
+        );
     }
     close(sock, ex.at_eof, listener).await
 }
@@ -310,12 +320,20 @@ async fn read_input<S: ByteStream>(
     limit: usize,
     on: &On,
     draining: bool,
-) -> Option<io::Result<usize>> {
+    kernel_clock: bool,
+) -> Option<io::Result<(usize, Option<SystemTime>)>> {
     if draining {
-        let read = read_while_draining(sock, ex, limit, &on.listener, Exchange::receive);
-        return Box::pin(read).await;
+        let read = read_while_draining(sock, ex, limit, &on.listener, |ex, data, _| ex.receive(data));
+        return Box::pin(read).await.map(|read| read.map(|n| (n, None)));
     }
-    Some(poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| ex.receive(data))).await)
+    let mut stamped = None;
+    let read = poll_fn(|cx| {
+        poll_read_scratch(sock, cx, limit, kernel_clock, |data, received| {
+            ex.receive(data);
+            stamped = received;
+        })
+    });
+    Some(read.await.map(|n| (n, stamped)))
 }
 
 fn count_input(on: &On, bytes: usize) {

@@ -152,7 +152,7 @@ fn poll_chargen<S: ByteStream>(
 ) -> Poll<io::Result<usize>> {
     let mut reads = 0;
     while *input_open && reads < CHARGEN_READS_PER_WAKE {
-        match poll_read_scratch(sock, cx, SCRATCH_LEN, |_| {}) {
+        match poll_read_scratch(sock, cx, SCRATCH_LEN, false, |_, _| {}) {
             Poll::Ready(Ok(0)) => *input_open = false,
             Poll::Ready(Ok(n)) => {
                 Stats::add(&shared.stats.local().bytes_in, n as u64);

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Instant, SystemTime};
 
-use tokio::io::{AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
-use crate::clock::Stamper;
+use crate::clock::{StampClock, Stamper};
 use crate::connection::{self, DRAIN_SETTLE, Exchange, Expired, LINGER, Totals};
 use crate::context::{Config, ListenerCtx, Shared};
 use crate::framing::Responder;
@@ -32,7 +32,7 @@ use crate::limits::Admission;
 use crate::service::StreamRole;
 use crate::service::stamp::{Origin, StampWriter};
 use crate::stats::Stats;
-use crate::transport::ByteStream;
+use crate::transport::{ByteStream, poll_read_plain};
 
 /// The largest single read. Small enough that what one read leaves
 /// unanswered (when its replies overflow the output budget) stays small
@@ -159,18 +159,25 @@ impl On {
 }
 
 /// Reads once into the thread's scratch buffer and hands what came to
-/// `take` while it is still borrowed; returns the bytes read (0: EOF).
+/// `take` while it is still borrowed, with the kernel's receive time when
+/// `kernel_clock` asks for it and the stream has one; returns the bytes
+/// read (0: EOF).
 fn poll_read_scratch<S: ByteStream>(
     sock: &mut S,
     cx: &mut Context<'_>,
     limit: usize,
-    mut take: impl FnMut(&[u8]),
+    kernel_clock: bool,
+    mut take: impl FnMut(&[u8], Option<SystemTime>),
 ) -> Poll<io::Result<usize>> {
     SCRATCH.with_borrow_mut(|scratch| {
-        let mut buf = ReadBuf::new(&mut scratch[..limit]);
-        ready!(Pin::new(sock).poll_read(cx, &mut buf))?;
-        take(buf.filled());
-        Poll::Ready(Ok(buf.filled().len()))
+        let buf = &mut scratch[..limit];
+        let (n, received) = if kernel_clock {
+            ready!(sock.poll_read_stamped(cx, buf))?
+        } else {
+            (ready!(poll_read_plain(sock, cx, buf))?, None)
+        };
+        take(&buf[..n], received);
+        Poll::Ready(Ok(n))
     })
 }
 
@@ -184,6 +191,7 @@ fn poll_read_scratch<S: ByteStream>(
 /// which is what an idle connection costs.
 async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On) -> io::Result<()> {
     let (shared, listener) = (&*on.shared, &*on.listener);
+    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel;
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.
@@ -232,9 +240,9 @@ async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On)
         } else {
             tokio::select! {
                 biased;
-                read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| {
+                read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, kernel_clock, |data, received| {
                     ex.follow_reload(shared);
-                    ex.feed(data);
+                    ex.feed(data, received);
                 })) => read,
                 _ = &mut shutdown => continue,
                 _ = &mut timer => {
@@ -271,13 +279,13 @@ async fn read_while_draining<S: ByteStream>(
     ex: &mut Exchange,
     limit: usize,
     listener: &ListenerCtx,
-    take: fn(&mut Exchange, &[u8]),
+    take: fn(&mut Exchange, &[u8], Option<SystemTime>),
 ) -> Option<io::Result<usize>> {
     let direct = SCRATCH.with_borrow_mut(|scratch| {
         let buf = &mut scratch[..limit];
         match sock.read_direct(buf)? {
             Ok(n) => {
-                take(ex, &buf[..n]);
+                take(ex, &buf[..n], None);
                 Some(Ok(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -287,7 +295,7 @@ async fn read_while_draining<S: ByteStream>(
     if direct.is_some() {
         return direct;
     }
-    let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, |data| take(ex, data)));
+    let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, false, |data, _| take(ex, data, None)));
     tokio::select! {
         read = tokio::time::timeout(DRAIN_SETTLE, read) => read.ok(),
         _ = listener.abort.cancelled() => None,
@@ -371,7 +379,7 @@ async fn close<S: ByteStream>(
         return Ok(());
     }
     let drain_input = async {
-        while poll_fn(|cx| poll_read_scratch(sock, cx, SCRATCH_LEN, |_| {})).await? > 0 {}
+        while poll_fn(|cx| poll_read_scratch(sock, cx, SCRATCH_LEN, false, |_, _| {})).await? > 0 {}
         Ok(())
     };
     tokio::select! {

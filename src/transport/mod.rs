@@ -12,8 +12,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A connected byte stream: anything that reads and writes asynchronously.
 /// `tokio::io::duplex` qualifies as it is, which is how the connection
@@ -25,6 +27,18 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// return `None` and are read through `poll_read`.
     fn read_direct(&mut self, _buf: &mut [u8]) -> Option<io::Result<usize>> {
         None
+    }
+
+    /// `poll_read`, and with it when the kernel received what was read,
+    /// on streams whose socket reports it (TCP, asked with SO_TIMESTAMPNS
+    /// on its listener).
+    fn poll_read_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        let n = ready!(poll_read_plain(self, cx, buf))?;
+        Poll::Ready(Ok((n, None)))
     }
 
     /// The local address, for `{local}` in reply templates.
@@ -42,12 +56,31 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn reset_on_close(&self) {}
 }
 
+/// One `poll_read` into a plain slice; returns the bytes read (0: EOF).
+pub fn poll_read_plain<S: AsyncRead + Unpin + ?Sized>(
+    sock: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut read = ReadBuf::new(buf);
+    ready!(Pin::new(sock).poll_read(cx, &mut read))?;
+    Poll::Ready(Ok(read.filled().len()))
+}
+
 impl ByteStream for tokio::io::DuplexStream {}
 
 /// A stream kept on the heap, so that a connection's task stays small.
 impl<T: ByteStream> ByteStream for Box<T> {
     fn read_direct(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         (**self).read_direct(buf)
+    }
+
+    fn poll_read_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        (**self).poll_read_stamped(cx, buf)
     }
 
     fn local_text(&self) -> String {

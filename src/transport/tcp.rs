@@ -1,16 +1,38 @@
-//! TCP: the kernel socket underneath allows direct reads.
+//! TCP: the kernel socket underneath allows direct reads, and tells when
+//! it received what is read.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::ancillary;
 
 use super::{Accept, ByteStream};
 
 impl ByteStream for TcpStream {
     fn read_direct(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         Some((&*SockRef::from(&*self)).read(buf))
+    }
+
+    fn poll_read_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        let fd = self.as_raw_fd();
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            match self.try_io(Interest::READABLE, || ancillary::recv_stamped(fd, buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return Poll::Ready(read),
+            }
+        }
     }
 
     fn local_text(&self) -> String {
