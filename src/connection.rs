@@ -221,6 +221,13 @@ impl Exchange {
         );
         self.replies += replies;
         self.progressed |= used > 0;
+        if self.responder.refuses(&input[used..]) {
+            // Nothing after a header that cannot be a message can be
+            // framed again: the input ends here, as sockperf's server
+            // ends such a connection.
+            tracing::debug!("closing a connection whose input cannot be framed");
+            self.at_eof = true;
+        }
         used
     }
 }

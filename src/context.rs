@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::TimeStyle;
-use crate::fault::{Faults, ListenerFaults};
+use crate::endpoint::{Endpoint, Transport};
+use crate::fault::ListenerFaults;
 use crate::limits::ConnectionGate;
 use crate::rate_limit::ResponseLimiter;
 use crate::service::ServiceKind;
@@ -159,23 +160,19 @@ impl Shared {
     }
 
     /// A listener's context, its stop tied to the server's.
-    pub fn add_listener(
-        &self,
-        service: ServiceKind,
-        name: Arc<str>,
-        tls: bool,
-        faults: &Faults,
-    ) -> Arc<ListenerCtx> {
+    pub fn add_listener(&self, endpoint: &Endpoint) -> Arc<ListenerCtx> {
         let limiter = ResponseLimiter::new(&self.config().options.limits.udp);
-        let mut ctx = ListenerCtx::new(service, name, limiter);
+        let name = endpoint.to_string().into();
+        let mut ctx = ListenerCtx::new(endpoint.service, name, limiter);
         ctx.stop = self.shutdown.child_token();
         ctx.abort = self.abort.child_token();
-        if tls {
+        ctx.stateful = endpoint.stateful;
+        if endpoint.transport == Transport::Tls {
             ctx.tls = Some(Arc::default());
         }
-        if !faults.is_none() {
+        if !endpoint.faults.is_none() {
             ctx.faults = Some(ListenerFaults {
-                spec: faults.clone(),
+                spec: endpoint.faults.clone(),
                 counts: Default::default(),
             });
         }
@@ -225,6 +222,8 @@ pub struct ListenerCtx {
     pub socket_kept: AtomicBool,
     /// What this listener injects (`?delay=20ms&drop=1%`), if anything.
     pub faults: Option<ListenerFaults>,
+    /// STAMP: the reflector keeps a sequence per session (`?mode=stateful`).
+    pub stateful: bool,
 }
 
 impl ListenerCtx {
@@ -240,6 +239,7 @@ impl ListenerCtx {
             abort: CancellationToken::new(),
             socket_kept: AtomicBool::new(false),
             faults: None,
+            stateful: false,
         }
     }
 

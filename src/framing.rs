@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use crate::service::stamp::StampWriter;
-use crate::service::{Answering, discard, echo};
+use crate::service::{Answering, discard, echo, sockperf};
 
 /// How a stream is cut into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,16 @@ impl Default for Framing {
 /// framing (stamp), or bytes as they come (echo, discard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Responder {
-    Lines { max_line: usize },
-    Raw { chunk: usize },
+    Lines {
+        max_line: usize,
+    },
+    Raw {
+        chunk: usize,
+    },
     Echo,
     Discard,
+    /// sockperf messages, framed by the length in their headers.
+    Sockperf,
 }
 
 impl Responder {
@@ -47,6 +53,7 @@ impl Responder {
             (Answering::Stamp, Framing::Raw { chunk }) => Responder::Raw { chunk },
             (Answering::Echo, _) => Responder::Echo,
             (Answering::Discard, _) => Responder::Discard,
+            (Answering::Sockperf, _) => Responder::Sockperf,
         }
     }
 
@@ -75,14 +82,21 @@ impl Responder {
             // Echo has no messages to count: bytes go back as they come.
             Responder::Echo => (echo::answer(input, out, budget), 0),
             Responder::Discard => (discard::answer(input), 0),
+            Responder::Sockperf => sockperf::answer(input, out, budget),
         }
+    }
+
+    /// Whether what is left unanswered can never become a message (a
+    /// sockperf header with an impossible length): the input ends there.
+    pub fn refuses(self, rest: &[u8]) -> bool {
+        self == Responder::Sockperf && sockperf::next_frame(rest) == sockperf::Frame::Bad
     }
 
     /// The output budget under which `answer` writes one reply at a time
     /// (echo has no messages: what came, as far as `budget` allows).
     pub fn one_message_budget(self, budget: usize) -> usize {
         match self {
-            Responder::Lines { .. } | Responder::Raw { .. } => 1,
+            Responder::Lines { .. } | Responder::Raw { .. } | Responder::Sockperf => 1,
             Responder::Echo | Responder::Discard => budget,
         }
     }
@@ -92,7 +106,10 @@ impl Responder {
     pub fn read_limit(self, scratch: usize) -> usize {
         match self {
             Responder::Raw { chunk } => chunk.clamp(1, scratch),
-            Responder::Lines { .. } | Responder::Echo | Responder::Discard => scratch,
+            Responder::Lines { .. }
+            | Responder::Echo
+            | Responder::Discard
+            | Responder::Sockperf => scratch,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod settings;
 pub mod shards;
 pub mod stats;
 mod stream;
+mod system_clock;
 pub mod systemd;
 pub mod text;
 pub mod tls;

@@ -244,6 +244,14 @@ impl SendBatch {
         self.addrs.push(SockAddr::from(to));
     }
 
+    /// Lets `f` change each reply queued (STAMP's transmit time, written
+    /// just before the send).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [u8])) {
+        for i in self.sent..self.addrs.len() {
+            f(&mut self.bufs[i * SLOT..i * SLOT + self.lens[i]]);
+        }
+    }
+
     /// Sends what is queued, waiting for room in the socket's buffer if
     /// need be. A reply the kernel refuses for its own reasons is skipped,
     /// so one bad destination cannot hold up the rest.

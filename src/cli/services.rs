@@ -65,7 +65,7 @@ pub fn run(listeners: &[Endpoint]) {
             info.kind.name(),
             rfc,
             info.port,
-            info.on_stream,
+            info.on_stream.unwrap_or("- (datagrams only)"),
             info.on_datagram
         );
     }

@@ -12,6 +12,7 @@
 
 mod faults;
 mod loop_guard;
+mod sessions;
 mod udp;
 mod unixgram;
 
@@ -19,19 +20,25 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use crate::ancillary::Received;
 use crate::clock::Stamper;
 use crate::context::{Config, ListenerCtx, Shared};
 use crate::rate_limit::{ResponseLimiter, Verdict};
+use crate::service::rfc8762::ClockQuality;
 use crate::service::stamp::StampWriter;
-use crate::service::{self, ServiceKind};
+use crate::service::{self, DatagramMeta, ServiceKind};
 use crate::stats::{ListenerStats, Stats};
+use crate::system_clock;
 use loop_guard::LoopGuard;
+use sessions::Sessions;
 pub use udp::serve_udp_on_a_thread;
 pub use unixgram::serve_unixgram;
 
 /// Source ports of services that answer whatever they receive: replying to
 /// them can start a loop or reflect traffic at a victim.
 pub const REFLECTOR_PORTS: [u16; 11] = [7, 9, 13, 17, 19, 37, 53, 123, 161, 1900, 11211];
+/// How often STAMP's statement of the clock's quality is brought up to date.
+const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Room for any datagram a Unix peer can send us.
 const RECV_LEN: usize = 65_536;
 
@@ -50,6 +57,10 @@ struct Answerer<'a> {
     limiter: &'a Mutex<ResponseLimiter>,
     /// Counted per datagram, added to the shared counters once per batch.
     batch: BatchCounts,
+    /// STAMP in stateful mode: the reflector's sequence per session.
+    sessions: Option<Sessions>,
+    /// The clock's quality, for STAMP, and when it was last asked for.
+    clock: (ClockQuality, Option<Instant>),
 }
 
 #[derive(Default)]
@@ -65,6 +76,8 @@ struct BatchCounts {
 struct Arrival {
     time: SystemTime,
     at: Instant,
+    /// The TTL (hop limit) it came with, where the socket reports it.
+    ttl: Option<u8>,
 }
 
 impl Arrival {
@@ -72,6 +85,7 @@ impl Arrival {
         Arrival {
             time: SystemTime::now(),
             at: Instant::now(),
+            ttl: None,
         }
     }
 
@@ -80,6 +94,14 @@ impl Arrival {
         Arrival {
             time: kernel.unwrap_or(self.time),
             ..self
+        }
+    }
+
+    /// What the kernel told of the datagram: its receive time and TTL.
+    fn with(self, received: Received) -> Self {
+        Arrival {
+            ttl: received.ttl,
+            ..self.kernel_or_now(received.at)
         }
     }
 }
@@ -97,7 +119,40 @@ impl<'a> Answerer<'a> {
             config,
             limiter: &listener.udp_limiter,
             batch: BatchCounts::default(),
+            sessions: listener.stateful.then(Sessions::default),
+            clock: (ClockQuality::default(), None),
         }
+    }
+
+    fn clock_quality(&self) -> ClockQuality {
+        self.clock.0
+    }
+
+    /// What STAMP needs besides the bytes: the reflector's sequence in
+    /// stateful mode, and the clock's quality (asked of the kernel at most
+    /// once a second).
+    fn meta(&mut self, peer: u64, arrival: Arrival) -> DatagramMeta {
+        let mut meta = DatagramMeta {
+            at: arrival.time,
+            ttl: arrival.ttl,
+            session_sequence: None,
+            clock: self.clock.0,
+        };
+        if self.service == ServiceKind::Rfc8762 {
+            let stale = self
+                .clock
+                .1
+                .is_none_or(|asked| arrival.at.duration_since(asked) >= CLOCK_CHECK);
+            if stale {
+                self.clock = (system_clock::quality(), Some(arrival.at));
+            }
+            meta.clock = self.clock.0;
+            meta.session_sequence = self
+                .sessions
+                .as_mut()
+                .map(|sessions| sessions.next_sequence(peer, arrival.at));
+        }
+        meta
     }
 
     /// Takes up a reloaded configuration, if there is one: one atomic
@@ -158,13 +213,8 @@ impl<'a> Answerer<'a> {
             return None;
         }
         self.out.clear();
-        if !service::datagram_reply(
-            self.service,
-            request,
-            arrival.time,
-            &mut self.stamp,
-            &mut self.out,
-        ) {
+        let meta = self.meta(peer, arrival);
+        if !service::datagram_reply(self.service, request, meta, &mut self.stamp, &mut self.out) {
             return None;
         }
         if self.out.len() > max_len {

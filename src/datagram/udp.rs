@@ -4,13 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::faults::DatagramFaults;
 use super::{Answerer, Arrival};
+use crate::ancillary::{enable_destination_info, enable_ttl_info, set_outgoing_ttl};
 use crate::context::{ListenerCtx, Shared};
+use crate::service::{ServiceKind, rfc8762};
 use crate::stats::Stats;
-use crate::ancillary::enable_destination_info;
 use crate::udp_batch::{RecvBatch, SendBatch, readable_within};
 
 /// Largest UDP payload over IPv4, and over IPv6 without jumbograms.
@@ -73,6 +74,9 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
     let local = sock
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    if listener.service == ServiceKind::Rfc8762 {
+        reflect_hops(fd, sock.local_addr().is_ok_and(|a| a.is_ipv6()));
+    }
     let mut faulty = DatagramFaults::new(&listener);
     while !listener.stop.is_cancelled() {
         if let Some(faulty) = &mut faulty {
@@ -97,7 +101,7 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
                 continue;
             };
             let received = requests.received(i);
-            let arrival = batch_arrival.kernel_or_now(received.at);
+            let arrival = batch_arrival.with(received);
             if answerer.is_reflector_port(peer.port()) {
                 Stats::add(&shared.stats.local().datagrams_dropped_reflector_port, 1);
                 continue;
@@ -122,10 +126,26 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listener: Arc<ListenerCtx>, shared:
         // Counted before sending, so a client that has its reply also sees
         // it in the counters; the latency recorded runs to this hand-over.
         answerer.flush(&listener.stats, batch_arrival.at.elapsed());
+        if listener.service == ServiceKind::Rfc8762 {
+            // T3, as close to the send as this thread can take it.
+            let tai = answerer.clock_quality().tai_offset;
+            let now = SystemTime::now();
+            replies.for_each_mut(|reply| rfc8762::write_transmit_time(reply, now, tai));
+        }
         replies.send(fd);
     }
     if let Some(faulty) = &mut faulty {
         send_delayed_until_done(faulty, fd, &mut replies, &listener);
+    }
+}
+
+/// STAMP's reflector reports the TTL each test packet came with, and sends
+/// its replies with TTL 255, so that the sender can count hops both ways.
+fn reflect_hops(fd: RawFd, ipv6: bool) {
+    let set =
+        enable_ttl_info(fd, ipv6).and_then(|()| set_outgoing_ttl(fd, rfc8762::SEND_TTL, ipv6));
+    if let Err(e) = set {
+        tracing::warn!("STAMP replies will not tell the sender's hop count: {e}");
     }
 }
 

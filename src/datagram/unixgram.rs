@@ -41,7 +41,9 @@ pub async fn serve_unixgram(sock: UnixDatagram, listener: Arc<ListenerCtx>, shar
             received = sock.async_io(Interest::READABLE, || recv_from_unix(fd, &mut buf)) => received,
         };
         // Nowhere to send a reply to when the client did not bind.
-        let Ok((len, Some(peer), kernel_time)) = received else { continue };
+        let Ok((len, Some(peer), kernel_time)) = received else {
+            continue;
+        };
         let arrival = Arrival::now().kernel_or_now(kernel_time);
         answerer.refresh();
         let peer_key = answerer

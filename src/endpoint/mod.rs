@@ -89,6 +89,8 @@ pub struct Endpoint {
     pub socket_file: SocketFile,
     /// Delays, losses and the like this listener injects.
     pub faults: Faults,
+    /// STAMP's stateful reflector (`rfc8762+udp://:862?mode=stateful`).
+    pub stateful: bool,
 }
 
 impl Endpoint {
@@ -100,6 +102,7 @@ impl Endpoint {
             proxy: false,
             socket_file: SocketFile::default(),
             faults: Faults::default(),
+            stateful: false,
         }
     }
 }
@@ -171,28 +174,27 @@ impl FromStr for Endpoint {
         } else {
             parse_unix(rest).map_err(invalid)?
         };
-        let (socket_file, faults) = match query {
-            Some(query) => parse_query(query, &address, transport, service).map_err(invalid)?,
-            None => Default::default(),
-        };
-        Ok(Endpoint {
+        if service == ServiceKind::Rfc8762 && transport != Transport::Udp {
+            return Err(invalid(format!(
+                "{service} (STAMP) works over UDP only: {service}+udp://HOST:PORT"
+            )));
+        }
+        let mut endpoint = Endpoint {
             proxy,
-            socket_file,
-            faults,
             ..Endpoint::new(service, transport, address)
-        })
+        };
+        if let Some(query) = query {
+            parse_query(query, &mut endpoint).map_err(invalid)?;
+        }
+        Ok(endpoint)
     }
 }
 
-/// `mode=0660&delay=20ms`: the socket file's keys (on Unix socket paths)
-/// and the faults (on any listener), each key once.
-fn parse_query(
-    query: &str,
-    address: &Address,
-    transport: Transport,
-    service: ServiceKind,
-) -> Result<(SocketFile, Faults), String> {
-    let (mut file, mut faults) = (SocketFile::default(), Faults::default());
+/// `mode=0660&delay=20ms`: the socket file's keys (on Unix socket paths),
+/// STAMP's `mode=stateful`, and the faults (on any listener), each key once.
+fn parse_query(query: &str, endpoint: &mut Endpoint) -> Result<(), String> {
+    let (service, transport) = (endpoint.service, endpoint.transport);
+    let (file, faults) = (&mut endpoint.socket_file, &mut endpoint.faults);
     for pair in query.split('&') {
         let (key, value) = pair
             .split_once('=')
@@ -200,8 +202,14 @@ fn parse_query(
         if value.is_empty() {
             return Err(format!("query parameter {key:?} has no value"));
         }
-        if file.set(key, value)? {
-            if !matches!(address, Address::Path(_)) {
+        if service == ServiceKind::Rfc8762 && key == "mode" {
+            endpoint.stateful = match value {
+                "stateful" => true,
+                "stateless" => false,
+                _ => return Err(format!("mode {value:?}: expected stateless or stateful")),
+            };
+        } else if file.set(key, value)? {
+            if !matches!(endpoint.address, Address::Path(_)) {
                 return Err(format!("{key} is for Unix socket paths only"));
             }
         } else if !faults.set(key, value)? {
@@ -221,7 +229,7 @@ fn parse_query(
                 .into(),
         );
     }
-    Ok((file, faults))
+    Ok(())
 }
 
 fn parse_inet(rest: &str) -> Result<Address, String> {
@@ -282,6 +290,9 @@ impl fmt::Display for Endpoint {
         }
         write!(f, "{}://{}", self.transport.scheme(), self.address)?;
         let mut pairs = self.socket_file.pairs();
+        if self.stateful {
+            pairs.push(("mode", "stateful".to_string()));
+        }
         pairs.extend(self.faults.pairs());
         for (i, (key, value)) in pairs.iter().enumerate() {
             let separator = if i == 0 { '?' } else { '&' };

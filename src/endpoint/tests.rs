@@ -116,6 +116,15 @@ fn any_endpoint() -> impl Strategy<Value = Endpoint> {
         .prop_map(|(mode, owner, group)| SocketFile { mode, owner, group });
     (service, prop_oneof![inet, unix], any::<bool>(), socket_file).prop_map(
         |(s, (t, a), proxy, file)| Endpoint {
+            // STAMP lives on UDP only: elsewhere it stands in for stamp.
+            service: if t == Transport::Udp {
+                s
+            } else if s == ServiceKind::Rfc8762 {
+                ServiceKind::Stamp
+            } else {
+                s
+            },
+            stateful: s == ServiceKind::Rfc8762 && t == Transport::Udp && proxy,
             proxy: proxy && matches!(t, Transport::Tcp | Transport::Tls),
             socket_file: if matches!(a, Address::Path(_)) {
                 file
@@ -163,4 +172,23 @@ fn display_round_trips() {
     ] {
         assert_eq!(parse(s).to_string(), s);
     }
+}
+
+#[test]
+fn stamp_reflectors_are_udp_only_and_take_a_mode() {
+    let e: Endpoint = "rfc8762+udp://:862?mode=stateful".parse().unwrap();
+    assert!(e.stateful);
+    assert_eq!(e.to_string(), "rfc8762+udp://:862?mode=stateful");
+    let plain: Endpoint = "rfc8762+udp://127.0.0.1:0".parse().unwrap();
+    assert!(!plain.stateful);
+    for bad in [
+        "rfc8762+tcp://:862",
+        "rfc8762+unixgram:///tmp/x",
+        "rfc8762+udp://:862?mode=sometimes",
+        "udp://:7?mode=stateful",
+    ] {
+        assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+    }
+    let sockperf: Endpoint = "sockperf+tcp://:11111".parse().unwrap();
+    assert_eq!(sockperf.service, ServiceKind::Sockperf);
 }

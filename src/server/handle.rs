@@ -81,7 +81,8 @@ impl ServerHandle {
         let endpoint = first.endpoint.clone();
         let kernel_clock = self.shared.config().options.stamp_clock == StampClock::Kernel;
         for b in &group.copies {
-            b.socket.report_receive_times(endpoint.transport, kernel_clock);
+            b.socket
+                .report_receive_times(endpoint.transport, kernel_clock);
         }
         match endpoint.faults.is_none() {
             true => tracing::info!("listening on {endpoint} ({})", endpoint.service),
@@ -91,12 +92,7 @@ impl ServerHandle {
                 endpoint.faults
             ),
         }
-        let ctx = self.shared.add_listener(
-            endpoint.service,
-            endpoint.to_string().into(),
-            endpoint.transport == Transport::Tls,
-            &endpoint.faults,
-        );
+        let ctx = self.shared.add_listener(&endpoint);
         let mut fds = Vec::new();
         for b in &group.copies {
             match b.duplicate_fd() {

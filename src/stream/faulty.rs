@@ -323,7 +323,9 @@ async fn read_input<S: ByteStream>(
     kernel_clock: bool,
 ) -> Option<io::Result<(usize, Option<SystemTime>)>> {
     if draining {
-        let read = read_while_draining(sock, ex, limit, &on.listener, |ex, data, _| ex.receive(data));
+        let read = read_while_draining(sock, ex, limit, &on.listener, |ex, data, _| {
+            ex.receive(data)
+        });
         return Box::pin(read).await.map(|read| read.map(|n| (n, None)));
     }
     let mut stamped = None;

@@ -75,7 +75,9 @@ pub async fn serve<S: ByteStream>(mut sock: S, on: On, handover: Handover) {
     on.listener.stats.count_connection();
     let mut totals = Totals::default();
     let result = match on.listener.service.stream_role() {
-        StreamRole::Answer(answering) => {
+        // Refused when the URL was parsed; closed at once should one come.
+        None => Ok(()),
+        Some(StreamRole::Answer(answering)) => {
             // Not kept in the task: an idle connection's memory is its
             // task, and one pointer more can cost it a whole cache line.
             let config = on.shared.config();
@@ -103,10 +105,10 @@ pub async fn serve<S: ByteStream>(mut sock: S, on: On, handover: Handover) {
             totals = exchange.totals;
             result
         }
-        StreamRole::Greet(greeting) => {
+        Some(StreamRole::Greet(greeting)) => {
             Box::pin(generated::serve_greeting(&mut sock, greeting, &on)).await
         }
-        StreamRole::Generate => Box::pin(generated::serve_chargen(&mut sock, &on)).await,
+        Some(StreamRole::Generate) => Box::pin(generated::serve_chargen(&mut sock, &on)).await,
     };
     if let Err(e) = &result {
         tracing::debug!("connection ended: {e}");
@@ -295,7 +297,8 @@ async fn read_while_draining<S: ByteStream>(
     if direct.is_some() {
         return direct;
     }
-    let read = poll_fn(|cx| poll_read_scratch(sock, cx, limit, false, |data, _| take(ex, data, None)));
+    let read =
+        poll_fn(|cx| poll_read_scratch(sock, cx, limit, false, |data, _| take(ex, data, None)));
     tokio::select! {
         read = tokio::time::timeout(DRAIN_SETTLE, read) => read.ok(),
         _ = listener.abort.cancelled() => None,

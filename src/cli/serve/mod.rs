@@ -71,7 +71,7 @@ fn endpoints(settings: &Settings) -> Result<Vec<Endpoint>, Error> {
 /// The standard inetd services on TCP and UDP, every interface.
 fn inetd_endpoints(base: u16) -> Result<Vec<Endpoint>, Error> {
     let mut endpoints = Vec::new();
-    for info in &SERVICES {
+    for info in SERVICES.iter().filter(|info| info.inetd) {
         let port = if info.kind == ServiceKind::Stamp {
             info.port
         } else {
@@ -82,7 +82,11 @@ fn inetd_endpoints(base: u16) -> Result<Vec<Endpoint>, Error> {
                 ))
             })?
         };
-        for transport in [Transport::Tcp, Transport::Udp] {
+        let transports = match info.on_stream {
+            Some(_) => &[Transport::Tcp, Transport::Udp][..],
+            None => &[Transport::Udp][..],
+        };
+        for &transport in transports {
             let address = Address::Inet {
                 host: String::new(),
                 port,
