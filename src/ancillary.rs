@@ -139,10 +139,10 @@ fn system_time(ts: libc::timespec) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
-/// One `recvmsg` on a connected stream socket: the bytes read (0 at EOF)
-/// and, if the socket reports it, when the kernel received them (for TCP,
-/// the last of the segments read).
-pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+/// One `recvmsg` on a connected socket: the bytes read (0 at EOF) and
+/// what the kernel told with them, as far as the socket was asked to (for
+/// TCP, the receive time of the last of the segments read).
+pub fn recv_with_info(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Received)> {
     let mut control: ControlBuf = [0; CONTROL_LEN / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -160,7 +160,7 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Syst
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((n as usize, read_control(&header).at))
+    Ok((n as usize, read_control(&header)))
 }
 
 /// One `recvmsg` on a Unix datagram socket: the datagram's length, its
@@ -232,9 +232,9 @@ mod tests {
             let before = SystemTime::now();
             client.write_all(b"hello\n").unwrap();
             let mut buf = [0; 16];
-            let (n, at) = recv_stamped(server.as_raw_fd(), &mut buf).unwrap();
+            let (n, at) = recv_with_info(server.as_raw_fd(), &mut buf).unwrap();
             assert_eq!(&buf[..n], b"hello\n");
-            if let Some(at) = at {
+            if let Some(at) = at.at {
                 assert!(at >= before && at <= SystemTime::now(), "{at:?}");
                 return;
             }
@@ -248,7 +248,10 @@ mod tests {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         (&a).write_all(b"x").unwrap();
         let mut buf = [0; 4];
-        assert_eq!(recv_stamped(b.as_raw_fd(), &mut buf).unwrap(), (1, None));
+        assert_eq!(
+            recv_with_info(b.as_raw_fd(), &mut buf).unwrap(),
+            (1, Received::default())
+        );
     }
 
     #[test]

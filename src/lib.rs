@@ -5,7 +5,7 @@
 //! datagram) -> framing -> service -> reply`; docs/architecture.md maps
 //! the modules. Start a server in a test with [`Server`].
 
-mod ancillary;
+pub mod ancillary;
 pub mod client;
 pub mod clock;
 mod connection;
@@ -27,7 +27,7 @@ pub mod settings;
 pub mod shards;
 pub mod stats;
 mod stream;
-mod system_clock;
+pub mod system_clock;
 pub mod systemd;
 pub mod text;
 pub mod tls;

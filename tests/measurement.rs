@@ -238,3 +238,201 @@ fn sockperf_ping_pong_runs_against_tsecho_unchanged() {
         }
     }
 }
+
+fn tsecho(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::tsecho_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The relay, as a fault: every reply comes after its probe gave
+/// up. Each is reported late; none is credited to the probe then waiting,
+/// so no offset is made up from them.
+#[test]
+fn ping_reports_late_replies_and_credits_them_to_no_other_probe() {
+    let server = ServeProcess::start(
+        &[
+            "--listen",
+            "udp://127.0.0.1:0?delay=600ms",
+            "--listen",
+            "tcp://127.0.0.1:0?delay=600ms",
+            "--format",
+            "unix-us",
+        ],
+        2,
+    );
+    for url in [
+        format!("udp://{}", server.addr(0)),
+        format!("tcp://{}", server.addr(1)),
+    ] {
+        let (ok, text, _) = tsecho(&["ping", &url, "-c", "3", "-i", "10ms", "--timeout", "400ms"]);
+        assert!(!ok, "nothing was answered in time: {text}");
+        assert!(
+            text.contains("3 probes sent, 0 answered, 100% loss"),
+            "{text}"
+        );
+        assert!(text.matches("late reply from").count() >= 2, "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("reply from")), "{text}");
+        assert!(!text.contains("clock offset"), "{text}");
+    }
+}
+
+/// `one, two, three` through a UDP path that delays each reply past the
+/// client's timeout: each line is printed with its own reply, in order,
+/// and the extra replies of the resends are reported, not printed.
+#[test]
+fn the_udp_client_prints_each_line_with_its_own_reply() {
+    let server = ServeProcess::start(&["--listen", "udp://127.0.0.1:0?delay=600ms"], 1);
+    let url = format!("udp://{}", server.addr(0));
+    let out = common::run_with_input(
+        std::process::Command::new(common::tsecho_bin()).args([
+            "client",
+            &url,
+            "--timeout",
+            "400ms",
+            "--retries",
+            "1",
+        ]),
+        b"one\ntwo\nthree\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ends: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(ends, ["one", "two", "three"], "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("another reply to \"one\", ignored"),
+        "{stderr}"
+    );
+}
+
+/// Against echo and sockperf, whose replies hold no time: round trips,
+/// and a plain statement that there is no offset.
+#[test]
+fn ping_without_timestamps_reports_round_trips_and_no_offset() {
+    let server = ServeProcess::start(
+        &[
+            "--listen",
+            "echo+udp://127.0.0.1:0",
+            "--listen",
+            "sockperf+tcp://127.0.0.1:0",
+            "--listen",
+            "sockperf+udp://127.0.0.1:0",
+        ],
+        3,
+    );
+    let urls = [
+        format!("echo+udp://{}", server.addr(0)),
+        format!("sockperf+tcp://{}", server.addr(1)),
+        format!("sockperf+udp://{}", server.addr(2)),
+    ];
+    for url in urls {
+        let (ok, text, _) = tsecho(&["ping", &url, "-c", "3", "-i", "10ms"]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("3 probes sent, 3 answered, 0% loss"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no clock offset: the replies carry no timestamp"),
+            "{text}"
+        );
+    }
+}
+
+/// A STAMP reflector written here from RFC 8762, whose clock runs 2.5 s
+/// ahead and which holds each packet 5 ms: the sender leaves the 5 ms out
+/// of the round trip, finds the offset and counts the hops.
+#[test]
+fn the_stamp_sender_measures_against_an_independent_reflector() {
+    let reflector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&reflector).set_ttl_v4(253).unwrap(); // 2 hops back
+    let addr = reflector.local_addr().unwrap();
+    let ahead = Duration::from_millis(2_500);
+    let ntp = move |t: SystemTime| {
+        let d = (t + ahead).duration_since(UNIX_EPOCH).unwrap();
+        let fraction = ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+        let mut b = ((d.as_secs() + 2_208_988_800) as u32)
+            .to_be_bytes()
+            .to_vec();
+        b.extend(fraction.to_be_bytes());
+        b
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..3 {
+            let (n, from) = reflector.recv_from(&mut buf).unwrap();
+            let t2 = SystemTime::now();
+            std::thread::sleep(Duration::from_millis(5));
+            let mut r = vec![0u8; n];
+            r[0..4].copy_from_slice(&buf[0..4]);
+            r[12..14].copy_from_slice(&0x8001u16.to_be_bytes());
+            r[16..24].copy_from_slice(&ntp(t2));
+            r[24..36].copy_from_slice(&buf[0..12]);
+            r[36..38].copy_from_slice(&buf[12..14]);
+            r[40] = 250; // 5 hops on the way out
+            r[4..12].copy_from_slice(&ntp(SystemTime::now()));
+            reflector.send_to(&r, from).unwrap();
+        }
+    });
+    let url = format!("rfc8762+udp://{addr}");
+    let (ok, text, err) = tsecho(&["ping", &url, "-c", "3", "-i", "10ms", "--json"]);
+    assert!(ok, "{text}{err}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["answered"], 3, "{report}");
+    let offset = report["offset_s"].as_f64().unwrap();
+    let uncertainty = report["offset_uncertainty_s"].as_f64().unwrap();
+    assert!((offset - 2.5).abs() <= uncertainty + 1e-6, "{report}");
+    assert!(
+        report["reflector_residence_ms"]["min"].as_f64().unwrap() >= 5.0,
+        "{report}"
+    );
+    assert!(report["rtt_ms"]["min"].as_f64().unwrap() < 5.0, "{report}");
+    assert_eq!(report["hops_forward"], 5, "{report}");
+    assert_eq!(report["hops_backward"], 2, "{report}");
+    assert_eq!(report["loss_percent"], 0.0, "{report}");
+}
+
+/// A server whose clock libfaketime shifts (the user clock: libfaketime
+/// shifts only the clock reads a process makes): ping's offset is within
+/// its stated uncertainty of the shift, over TCP, UDP and STAMP.
+#[test]
+fn ping_finds_a_shifted_server_clock_within_its_uncertainty() {
+    if !common::have_tool("faketime") {
+        return;
+    }
+    for shift in [2.5f64, -1.25] {
+        let mut command = std::process::Command::new("faketime");
+        command
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .args(["-f", &format!("{shift:+}s"), common::tsecho_bin(), "serve"])
+            .args(["--stamp-clock", "user", "--format", "unix-us"])
+            .args(["-l", "tcp://127.0.0.1:0", "-l", "udp://127.0.0.1:0"])
+            .args(["-l", "rfc8762+udp://127.0.0.1:0"]);
+        let server = ServeProcess::start_command(&mut command, "listening on ", 3);
+        let urls = [
+            format!("tcp://{}", server.addr(0)),
+            format!("udp://{}", server.addr(1)),
+            format!("rfc8762+udp://{}", server.addr(2)),
+        ];
+        for url in urls {
+            let (ok, text, err) = tsecho(&["ping", &url, "-c", "3", "-i", "10ms", "--json"]);
+            assert!(ok, "{url}: {text}{err}");
+            let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let offset = report["offset_s"].as_f64().unwrap();
+            let uncertainty = report["offset_uncertainty_s"].as_f64().unwrap();
+            assert!(
+                (offset - shift).abs() <= uncertainty + 1e-6,
+                "{url}, shifted {shift}: {report}"
+            );
+        }
+    }
+}

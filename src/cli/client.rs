@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::runtime::Runtime;
 use tsecho::Endpoint;
 use tsecho::client::{ClientStream, Connector, DatagramSocket, human_duration};
+
+use super::late_replies::{Fit, History};
 use tsecho::error::{describe, io_exit_code};
 use tsecho::tls::client::ClientTlsArgs;
 
@@ -138,8 +140,9 @@ fn exchange_datagrams(
     // The exit code of the last failure: 75 for silence, 69 for refused.
     let mut failed = 0;
     let mut reply = vec![0; 65_536];
+    let mut history = History::default();
     while let Some(line) = lines.next_line()? {
-        match runtime.block_on(ask(sock, &line, &mut reply, args)) {
+        match runtime.block_on(ask(sock, &line, &mut reply, args, &mut history)) {
             Ok(n) => print_reply(&reply[..n])?,
             Err(e) => {
                 failed = io_exit_code(&e);
@@ -154,19 +157,39 @@ fn exchange_datagrams(
     Ok(failed)
 }
 
-/// Sends one datagram and waits for a reply, resending on silence.
+/// Sends one datagram and waits for its reply, resending on silence.
+/// Replies to earlier lines that come meanwhile are reported as late on
+/// stderr, not taken for this line's.
 async fn ask(
     sock: &DatagramSocket,
     line: &[u8],
     reply: &mut [u8],
     args: &Args,
+    history: &mut History,
 ) -> std::io::Result<usize> {
     for _ in 0..=args.retries {
         sock.send(line).await?;
-        if let Ok(received) = tokio::time::timeout(args.timeout, sock.recv(reply)).await {
-            return received;
+        let deadline = tokio::time::Instant::now() + args.timeout;
+        while let Ok(received) = tokio::time::timeout_at(deadline, sock.recv(reply)).await {
+            let n = received?;
+            match history.fit(&reply[..n], line) {
+                Fit::Ours => {
+                    history.answered(line);
+                    return Ok(n);
+                }
+                Fit::Late(earlier) => eprintln!(
+                    "tsecho: late reply to {:?}: {:?}",
+                    String::from_utf8_lossy(&earlier),
+                    String::from_utf8_lossy(&reply[..n])
+                ),
+                Fit::Again(earlier) => eprintln!(
+                    "tsecho: another reply to {:?}, ignored",
+                    String::from_utf8_lossy(&earlier)
+                ),
+            }
         }
     }
+    history.gave_up(line);
     Err(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!(

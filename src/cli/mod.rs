@@ -16,6 +16,7 @@ macro_rules! say {
 pub mod bench;
 pub mod check_config;
 pub mod client;
+mod late_replies;
 pub mod logging;
 pub mod ping;
 pub mod serve;

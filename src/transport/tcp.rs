@@ -28,9 +28,9 @@ impl ByteStream for TcpStream {
         let fd = self.as_raw_fd();
         loop {
             ready!(self.poll_read_ready(cx))?;
-            match self.try_io(Interest::READABLE, || ancillary::recv_stamped(fd, buf)) {
+            match self.try_io(Interest::READABLE, || ancillary::recv_with_info(fd, buf)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
+                read => return Poll::Ready(read.map(|(n, received)| (n, received.at))),
             }
         }
     }

@@ -344,7 +344,9 @@ mod tests {
         assert!(ports.contains(&"echo+tcp://:20007".to_string()));
         assert!(ports.contains(&"time+udp://:20037".to_string()));
         assert!(ports.contains(&"udp://:21567".to_string()));
-        assert_eq!(endpoints.len(), 12);
+        assert!(ports.contains(&"rfc8762+udp://:20862".to_string()));
+        assert!(!ports.iter().any(|p| p.starts_with("rfc8762+tcp")));
+        assert_eq!(endpoints.len(), 13);
         assert!(inetd_endpoints(65530).is_err());
     }
 }
