@@ -22,6 +22,29 @@ fn stamp_us(reply: &[u8]) -> i64 {
     inner.parse().unwrap()
 }
 
+/// `kill -STOP` returns once the signal is sent; a thread already running
+/// on the other CPU may still read for a moment. Stopped means every
+/// thread of the process shows state T.
+fn wait_until_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+            state.starts_with('T') || state.starts_with('t')
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never stopped"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// The test: data sent while the server is stopped (SIGSTOP) and
 /// read 300 ms later is stamped with its arrival by the kernel clock, and
 /// with the late read by the user clock.
@@ -54,6 +77,7 @@ fn kernel_stamps_tell_when_data_came_while_the_server_was_stopped() {
         udp.recv(&mut [0; 64]).unwrap();
 
         server.signal("STOP");
+        wait_until_stopped(server.child.id());
         let sent = unix_us(SystemTime::now());
         (&tcp).write_all(b"while stopped\n").unwrap();
         udp.send(b"while stopped").unwrap();

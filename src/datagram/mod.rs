@@ -35,8 +35,10 @@ pub use udp::serve_udp_on_a_thread;
 pub use unixgram::serve_unixgram;
 
 /// Source ports of services that answer whatever they receive: replying to
-/// them can start a loop or reflect traffic at a victim.
-pub const REFLECTOR_PORTS: [u16; 11] = [7, 9, 13, 17, 19, 37, 53, 123, 161, 1900, 11211];
+/// them can start a loop or reflect traffic at a victim. 862 is STAMP's
+/// and TWAMP's: a reflected packet reads like a test packet to another
+/// reflector, so two of them would bounce it for ever.
+pub const REFLECTOR_PORTS: [u16; 12] = [7, 9, 13, 17, 19, 37, 53, 123, 161, 862, 1900, 11211];
 /// How often STAMP's statement of the clock's quality is brought up to date.
 const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Room for any datagram a Unix peer can send us.

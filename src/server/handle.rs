@@ -79,7 +79,8 @@ impl ServerHandle {
             return;
         };
         let endpoint = first.endpoint.clone();
-        let kernel_clock = self.shared.config().options.stamp_clock == StampClock::Kernel;
+        let kernel_clock = self.shared.config().options.stamp_clock == StampClock::Kernel
+            && endpoint.service.shows_arrival_time();
         for b in &group.copies {
             b.socket
                 .report_receive_times(endpoint.transport, kernel_clock);

@@ -142,6 +142,22 @@ impl ServiceKind {
         &SERVICES[index]
     }
 
+    /// Whether its replies show when a message arrived: only then is the
+    /// kernel asked to stamp what the socket receives (a cost per message
+    /// that echo, discard, chargen and sockperf would pay for nothing).
+    pub fn shows_arrival_time(self) -> bool {
+        match self {
+            ServiceKind::Stamp
+            | ServiceKind::Daytime
+            | ServiceKind::Time
+            | ServiceKind::Rfc8762 => true,
+            ServiceKind::Echo
+            | ServiceKind::Discard
+            | ServiceKind::Chargen
+            | ServiceKind::Sockperf => false,
+        }
+    }
+
     /// What the service does with a byte stream; None for a datagram-only
     /// service (a URL that puts it on a stream is refused when parsed).
     pub fn stream_role(self) -> Option<StreamRole> {

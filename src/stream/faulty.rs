@@ -247,7 +247,8 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     let mut input_done = false;
     let mut timer = PreciseTimer::default();
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
-    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel;
+    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel
+        && listener.service.shows_arrival_time();
     let mut kernel_stamp = None;
     // Registered once per connection, as in `serve_requests`: waiters on
     // the shared tokens and a timer in the wheel are not free per reply.

@@ -193,7 +193,8 @@ fn poll_read_scratch<S: ByteStream>(
 /// which is what an idle connection costs.
 async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On) -> io::Result<()> {
     let (shared, listener) = (&*on.shared, &*on.listener);
-    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel;
+    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel
+        && listener.service.shows_arrival_time();
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.

@@ -26,11 +26,26 @@ impl ByteStream for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
         let fd = self.as_raw_fd();
+        let len = buf.len();
         loop {
             ready!(self.poll_read_ready(cx))?;
-            match self.try_io(Interest::READABLE, || ancillary::recv_with_info(fd, buf)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read.map(|(n, received)| (n, received.at))),
+            let mut short = None;
+            let read = self.try_io(Interest::READABLE, || {
+                let (n, received) = ancillary::recv_with_info(fd, buf)?;
+                if n > 0 && n < len {
+                    // A short read drained the socket: answered as
+                    // WouldBlock, tokio forgets the readiness, as its own
+                    // poll_read does, and the next read waits for epoll
+                    // instead of costing a system call that finds nothing.
+                    short = Some((n, received.at));
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok((n, received.at))
+            });
+            match (read, short) {
+                (_, Some(read)) => return Poll::Ready(Ok(read)),
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (read, None) => return Poll::Ready(read),
             }
         }
     }

@@ -203,6 +203,7 @@ async fn ping(args: Args, endpoint: Endpoint) -> anyhow::Result<i32> {
 /// Records a reply; true when it answers the probe now waiting.
 fn answered(report: &mut Report, outcome: Outcome, waiting: u32) -> bool {
     let Answer { sequence, .. } = outcome.answer;
+    report.arrived(sequence);
     if sequence == waiting && !report.has_answer(sequence) {
         report.answer(outcome);
         return true;

@@ -40,6 +40,9 @@ pub struct Report {
     answered: Vec<(u32, Duration, Option<Probe>, Option<Directions>)>,
     late: u32,
     duplicates: u32,
+    /// Replies that came after a reply to a later probe.
+    reordered: u32,
+    highest: Option<u32>,
     strangers: u32,
     zoneless: bool,
     untimed: bool,
@@ -57,6 +60,8 @@ impl Report {
             answered: Vec::new(),
             late: 0,
             duplicates: 0,
+            reordered: 0,
+            highest: None,
             strangers: 0,
             zoneless: false,
             untimed: false,
@@ -84,6 +89,14 @@ impl Report {
                 ms(handshake)
             )),
             None => self.line(format_args!("connected in {:.3} ms", ms(opened.connect))),
+        }
+    }
+
+    /// Notes the order replies come in, whatever they are counted as.
+    pub fn arrived(&mut self, sequence: u32) {
+        match self.highest {
+            Some(highest) if sequence < highest => self.reordered += 1,
+            _ => self.highest = Some(sequence),
         }
     }
 
@@ -181,6 +194,7 @@ impl Report {
                 "loss_percent": loss,
                 "late": self.late,
                 "duplicates": self.duplicates,
+                "reordered": self.reordered,
                 "unmatched": self.strangers,
                 "rtt_ms": stats(&rtts),
                 "offset_s": offset.map(|o| o.offset()),
@@ -198,8 +212,11 @@ impl Report {
         }
         say!("--- {} ping statistics ---", self.name);
         let mut counts = format!("{sent} probes sent, {answered} answered, {loss:.0}% loss");
-        if self.late > 0 || self.duplicates > 0 {
-            counts += &format!(", {} late, {} duplicates", self.late, self.duplicates);
+        if self.late > 0 || self.duplicates > 0 || self.reordered > 0 {
+            counts += &format!(
+                ", {} late, {} duplicates, {} out of order",
+                self.late, self.duplicates, self.reordered
+            );
         }
         say!("{counts}");
         if let Some(s) = stats(&rtts) {
@@ -280,4 +297,19 @@ fn stats(values: &[f64]) -> Option<Spread> {
         max,
         mdev,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_after_one_to_a_later_probe_is_out_of_order() {
+        let endpoint: Endpoint = "udp://127.0.0.1:9".parse().unwrap();
+        let mut report = Report::new(&endpoint, true);
+        for sequence in [0, 2, 1, 3] {
+            report.arrived(sequence);
+        }
+        assert_eq!(report.reordered, 1);
+    }
 }
