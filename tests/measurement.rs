@@ -295,10 +295,12 @@ fn ping_reports_late_replies_and_credits_them_to_no_other_probe() {
         format!("udp://{}", server.addr(0)),
         format!("tcp://{}", server.addr(1)),
     ] {
-        let (ok, text, _) = tsecho(&["ping", &url, "-c", "3", "-i", "10ms", "--timeout", "400ms"]);
+        // Reply k is due at 0.4 k + 0.6 s, in a later probe's wait; the
+        // last probe gives up at 1.6 s, so two are seen even on a slow CI.
+        let (ok, text, _) = tsecho(&["ping", &url, "-c", "4", "-i", "10ms", "--timeout", "400ms"]);
         assert!(!ok, "nothing was answered in time: {text}");
         assert!(
-            text.contains("3 probes sent, 0 answered, 100% loss"),
+            text.contains("4 probes sent, 0 answered, 100% loss"),
             "{text}"
         );
         assert!(text.matches("late reply from").count() >= 2, "{text}");
@@ -309,7 +311,8 @@ fn ping_reports_late_replies_and_credits_them_to_no_other_probe() {
 
 /// `one, two, three` through a UDP path that delays each reply past the
 /// client's timeout: each line is printed with its own reply, in order,
-/// and the extra replies of the resends are reported, not printed.
+/// and the extra replies of the resends are reported, not printed. Each
+/// reply is due 100 ms into its line's second wait of 500 ms.
 #[test]
 fn the_udp_client_prints_each_line_with_its_own_reply() {
     let server = ServeProcess::start(&["--listen", "udp://127.0.0.1:0?delay=600ms"], 1);
@@ -319,7 +322,7 @@ fn the_udp_client_prints_each_line_with_its_own_reply() {
             "client",
             &url,
             "--timeout",
-            "400ms",
+            "500ms",
             "--retries",
             "1",
         ]),
