@@ -143,24 +143,8 @@ fn system_time(ts: libc::timespec) -> Option<SystemTime> {
 /// what the kernel told with them, as far as the socket was asked to (for
 /// TCP, the receive time of the last of the segments read).
 pub fn recv_with_info(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Received)> {
-    let mut control: ControlBuf = [0; CONTROL_LEN / 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; zeroes are valid.
-    let mut header: libc::msghdr = unsafe { mem::zeroed() };
-    header.msg_iov = &mut iov;
-    header.msg_iovlen = 1;
-    header.msg_control = control.as_mut_ptr().cast();
-    header.msg_controllen = CONTROL_LEN;
-    // SAFETY: the header points at `buf` and at `control`, both alive and
-    // of the declared lengths for the whole call.
-    let n = unsafe { libc::recvmsg(fd, &mut header, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((n as usize, read_control(&header)))
+    let (n, received, _) = recv_msg(fd, buf, None)?;
+    Ok((n, received))
 }
 
 /// One `recvmsg` on a Unix datagram socket: the datagram's length, its
@@ -170,29 +154,45 @@ pub fn recv_from_unix(
     fd: RawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, Option<UnixAddr>, Option<SystemTime>)> {
-    let mut control: ControlBuf = [0; CONTROL_LEN / 8];
     // SAFETY: sockaddr_un is plain old data; zeroes are valid.
     let mut name: libc::sockaddr_un = unsafe { mem::zeroed() };
+    let (n, received, name_len) = recv_msg(fd, buf, Some(&mut name))?;
+    Ok((n, unix_addr(&name, name_len), received.at))
+}
+
+/// One `recvmsg` into `buf`, its control messages read back; the sender's
+/// name goes into `name` when asked for, and its length is returned.
+fn recv_msg(
+    fd: RawFd,
+    buf: &mut [u8],
+    name: Option<&mut libc::sockaddr_un>,
+) -> io::Result<(usize, Received, usize)> {
+    let mut control: ControlBuf = [0; CONTROL_LEN / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: as above, for msghdr.
+    // SAFETY: msghdr is plain old data; zeroes are valid.
     let mut header: libc::msghdr = unsafe { mem::zeroed() };
-    header.msg_name = ptr::from_mut(&mut name).cast();
-    header.msg_namelen = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    if let Some(name) = name {
+        header.msg_name = ptr::from_mut(name).cast();
+        header.msg_namelen = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    }
     header.msg_iov = &mut iov;
     header.msg_iovlen = 1;
     header.msg_control = control.as_mut_ptr().cast();
     header.msg_controllen = CONTROL_LEN;
-    // SAFETY: the header points at `buf`, `name` and `control`, all alive
-    // and of the declared lengths for the whole call.
+    // SAFETY: the header points at `buf`, `control` and (if given) `name`,
+    // all alive and of the declared lengths for the whole call.
     let n = unsafe { libc::recvmsg(fd, &mut header, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let sender = unix_addr(&name, header.msg_namelen as usize);
-    Ok((n as usize, sender, read_control(&header).at))
+    Ok((
+        n as usize,
+        read_control(&header),
+        header.msg_namelen as usize,
+    ))
 }
 
 /// A Unix sender's name as the kernel wrote it: `len` bytes of `name`.
