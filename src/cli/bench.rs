@@ -8,11 +8,13 @@
 //! intended send time, so a stalled server cannot hide its stall
 //! (no coordinated omission).
 
+use std::collections::BTreeMap;
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
@@ -24,13 +26,20 @@ use tsecho::Endpoint;
 use tsecho::client::{Connector, DatagramSocket};
 use tsecho::tls::client::ClientTlsArgs;
 
+use super::bench_results::{
+    Interval, Recorder, Seconds, encode, micros, new_histogram, write_hdr_log,
+};
 use super::parse_duration;
 
 #[derive(Debug, Clone, ClapArgs)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,
     /// unix:///path, unixgram:///path.
-    url: String,
+    #[arg(required = true)]
+    url: Option<String>,
     /// Connections (or UDP sockets).
     #[arg(long, default_value_t = 50)]
     conns: usize,
@@ -62,12 +71,27 @@ pub struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Start the load at this instant (RFC 3339, e.g.
+    /// 2026-12-03T15:00:00Z), after connecting: workers on many machines
+    /// given the same instant measure the same seconds.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    start_at: Option<SystemTime>,
+    /// Also write each second's latencies as an HdrHistogram interval log.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<std::path::PathBuf>,
     /// Streams: a new connection (and TLS handshake) for every request,
     /// closed after its reply: measures connections per second.
     #[arg(long, conflicts_with_all = ["rate", "pipeline"])]
     reconnect: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+enum BenchCommand {
+    /// Combine the --json results of many runs: counts add, percentiles
+    /// are exact, intervals line up on wall-clock seconds.
+    Merge(super::bench_merge::MergeArgs),
 }
 
 /// Counters every connection task updates.
@@ -87,8 +111,16 @@ struct Run {
     /// Opens stream connections; TLS settings read once.
     connector: Connector,
     measuring: AtomicBool,
+    /// When measuring began, by both clocks: replies are filed under the
+    /// wall-clock second they came in.
+    measured_from: OnceLock<(Instant, SystemTime)>,
+    /// Connections wait for this before sending (--start-at).
+    go: CancellationToken,
     stop: CancellationToken,
     counters: Counters,
+    seconds: Seconds,
+    /// Errors and losses per wall-clock second.
+    failures: std::sync::Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Run {
@@ -100,16 +132,42 @@ impl Run {
         self.measuring.load(Ordering::Relaxed)
     }
 
+    /// The wall-clock second `at` falls in.
+    fn unix_second(&self, at: Instant) -> u64 {
+        let Some((instant, wall)) = self.measured_from.get() else {
+            return 0;
+        };
+        let wall = *wall + at.saturating_duration_since(*instant);
+        wall.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+    }
+
+    /// Counts errors or losses, also under their second.
+    fn failed(&self, counter: &AtomicU64, n: u64) {
+        self.count(counter, n);
+        if n > 0 && self.is_measuring() {
+            let second = self.unix_second(Instant::now());
+            if let Ok(mut failures) = self.failures.lock() {
+                *failures.entry(second).or_default() += n;
+            }
+        }
+    }
+
     /// Records one correct or mismatched reply.
-    fn reply(&self, hist: &mut Histogram<u64>, reply: &[u8], expected: &[u8], since: Instant) {
+    fn reply(&self, hist: &mut Recorder, reply: &[u8], expected: &[u8], since: Instant) {
         if !self.is_measuring() {
             return;
         }
         if !reply.ends_with(expected) {
             self.count(&self.counters.mismatches, 1);
         }
-        let nanos = since.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        hist.saturating_record(nanos.max(1));
+        let now = Instant::now();
+        let nanos = now
+            .saturating_duration_since(since)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64;
+        hist.record(nanos, self.unix_second(now), &self.seconds);
         self.count(&self.counters.rx_bytes, reply.len() as u64);
         let done = self.counters.replies.fetch_add(1, Ordering::Relaxed) + 1;
         if self.args.requests.is_some_and(|cap| done >= cap) {
@@ -143,12 +201,13 @@ fn seq_of_reply(reply: &[u8], size: usize) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
-}
-
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let endpoint: Endpoint = args.url.parse()?;
+    let url = match (&args.command, &args.url) {
+        (Some(BenchCommand::Merge(merge)), _) => return super::bench_merge::run(merge.clone()),
+        (None, Some(url)) => url,
+        (None, None) => bail!("a server URL is needed"),
+    };
+    let endpoint: Endpoint = url.parse()?;
     if args.size < 24 {
         bail!("--size must be at least 24 bytes to hold the request header");
     }
@@ -169,10 +228,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         endpoint,
         connector,
         measuring: AtomicBool::new(false),
+        measured_from: OnceLock::new(),
+        go: CancellationToken::new(),
         stop: CancellationToken::new(),
         counters: Counters::default(),
+        seconds: Seconds::default(),
+        failures: Default::default(),
     });
     let report = runtime.block_on(drive(run.clone()))?;
+    if let Some(path) = &run.args.hdr_log {
+        write_hdr_log(path, report.started, &report.seconds)?;
+    }
     if run.args.json {
         say!("{}", report.json(&run));
     } else {
@@ -189,6 +255,9 @@ struct Report {
     hist: Histogram<u64>,
     replies: u64,
     secs: f64,
+    /// When measuring began, by the wall clock.
+    started: SystemTime,
+    seconds: BTreeMap<u64, Histogram<u64>>,
 }
 
 async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
@@ -202,21 +271,33 @@ async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
             } else {
                 stream_conn(conn, &run).await
             };
-            result.unwrap_or_else(|e| {
-                run.count(&run.counters.errors, 1);
+            let mut recorder = result.unwrap_or_else(|e| {
+                run.failed(&run.counters.errors, 1);
                 if !run.args.json {
                     eprintln!("tsecho: connection {conn}: {e:#}");
                 }
-                new_histogram()
-            })
+                Recorder::default()
+            });
+            recorder.flush(&run.seconds);
+            recorder.all
         }));
     }
+    if let Some(at) = run.args.start_at {
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = run.stop.cancelled() => {}
+        }
+    }
+    run.go.cancel();
     tokio::select! {
         _ = tokio::time::sleep(run.args.warmup) => {}
         _ = run.stop.cancelled() => {}
     }
-    run.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let _ = run.measured_from.set((started, started_wall));
+    run.measuring.store(true, Ordering::Relaxed);
     let progress = std::io::stderr().is_terminal() && !run.args.json;
     let ticker = tokio::spawn(show_progress(run.clone(), started, progress));
     tokio::select! {
@@ -237,6 +318,8 @@ async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
         hist,
         replies,
         secs,
+        started: started_wall,
+        seconds: run.seconds.take(),
     })
 }
 
@@ -263,11 +346,12 @@ async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
 }
 
 /// A stream connection, closed or open loop.
-async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
+async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
     if run.args.reconnect {
         return reconnect_loop(conn, run).await;
     }
     let stream = run.connector.connect().await?;
+    run.go.cancelled().await;
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     match run.args.rate {
@@ -281,8 +365,9 @@ async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
 
 /// `--reconnect`: connect (and shake hands), send one request, read its
 /// reply, close; latency runs from the connect to the reply.
-async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
-    let mut hist = new_histogram();
+async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
+    let mut hist = Recorder::default();
+    run.go.cancelled().await;
     let (mut request, mut reply) = (Vec::new(), Vec::new());
     for seq in 0.. {
         request.clear();
@@ -313,13 +398,13 @@ async fn closed_loop<R, W>(
     run: &Run,
     reader: &mut BufReader<R>,
     mut writer: W,
-) -> anyhow::Result<Histogram<u64>>
+) -> anyhow::Result<Recorder>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let size = run.args.size;
-    let mut hist = new_histogram();
+    let mut hist = Recorder::default();
     let mut outstanding = VecDeque::with_capacity(run.args.pipeline);
     let mut next_seq = 0u64;
     let mut out = Vec::with_capacity(size * run.args.pipeline);
@@ -364,7 +449,7 @@ async fn open_loop<R, W>(
     rate: f64,
     reader: &mut BufReader<R>,
     mut writer: W,
-) -> anyhow::Result<Histogram<u64>>
+) -> anyhow::Result<Recorder>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -389,7 +474,7 @@ where
         Ok(())
     };
     let receive = async {
-        let mut hist = new_histogram();
+        let mut hist = Recorder::default();
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -416,10 +501,11 @@ where
 
 /// A UDP or Unix datagram socket keeping `--pipeline` datagrams in flight
 /// (or sending at `--rate`), replacing those unanswered after the loss timeout.
-async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>> {
+async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
     let sock = DatagramSocket::connect(&run.endpoint).await?;
+    run.go.cancelled().await;
     let size = run.args.size;
-    let mut hist = new_histogram();
+    let mut hist = Recorder::default();
     let mut in_flight: HashMap<u64, Instant> = HashMap::new();
     let mut next_seq = 0u64;
     let mut buf = vec![0; 65_536];
@@ -471,14 +557,14 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Histogram<u64>>
         let before = in_flight.len();
         in_flight.retain(|_, sent| now.duration_since(*sent) < run.args.loss_timeout);
         if run.is_measuring() {
-            run.count(&run.counters.lost, (before - in_flight.len()) as u64);
+            run.failed(&run.counters.lost, (before - in_flight.len()) as u64);
         }
     }
 }
 
 impl Report {
     fn micros(&self, quantile: f64) -> f64 {
-        self.hist.value_at_quantile(quantile) as f64 / 1000.0
+        micros(&self.hist, quantile)
     }
 
     fn rps(&self) -> f64 {
@@ -551,8 +637,30 @@ impl Report {
             "mismatches": c.mismatches.load(Ordering::Relaxed),
             "lost": c.lost.load(Ordering::Relaxed),
             "late": c.late.load(Ordering::Relaxed),
+            "start_unix": self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+            "histogram": encode(&self.hist),
+            "intervals": self.intervals(run),
         })
     }
+
+    /// Each wall-clock second measured, in order.
+    fn intervals(&self, run: &Run) -> Vec<Interval> {
+        let failures = run.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        self.seconds
+            .iter()
+            .map(|(&second, hist)| {
+                Interval::of(second, hist, failures.get(&second).copied().unwrap_or(0))
+            })
+            .collect()
+    }
+}
+
+/// An RFC 3339 instant, such as 2026-12-03T15:00:00Z.
+fn parse_instant(text: &str) -> Result<SystemTime, String> {
+    let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        format!("{text:?} is not an RFC 3339 instant ({e}), e.g. 2026-12-03T15:00:00Z")
+    })?;
+    Ok(SystemTime::from(at))
 }
 
 #[cfg(test)]

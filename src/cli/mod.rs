@@ -14,6 +14,8 @@ macro_rules! say {
 }
 
 pub mod bench;
+mod bench_merge;
+mod bench_results;
 pub mod check_config;
 pub mod client;
 mod late_replies;

@@ -1,0 +1,187 @@
+//! `tsecho bench` results that combine exactly: the full histogram in
+//! `--json`, `tsecho bench merge`, and `--start-at` lining workers up.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::process::Command;
+
+use base64::Engine as _;
+use common::{ServeProcess, tsecho_bin};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+
+fn bench(url: &str, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(tsecho_bin())
+        .args(["bench", url, "--conns", "4", "--warmup", "0s", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn histogram(result: &serde_json::Value) -> Histogram<u64> {
+    let text = result["histogram"].as_str().unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    Deserializer::new().deserialize(&mut &bytes[..]).unwrap()
+}
+
+fn merge(files: &[&std::path::Path]) -> serde_json::Value {
+    let out = Command::new(tsecho_bin())
+        .args(["bench", "merge", "--json"])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn save(name: &str, result: &serde_json::Value) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}.json", std::process::id()));
+    std::fs::write(&path, result.to_string()).unwrap();
+    path
+}
+
+const QUANTILES: [(&str, f64); 4] = [
+    ("p50_us", 0.5),
+    ("p90_us", 0.9),
+    ("p99_us", 0.99),
+    ("p999_us", 0.999),
+];
+
+#[test]
+fn merged_percentiles_equal_one_histogram_of_all_samples() {
+    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
+    let url = format!("tcp://{}", server.addr(0));
+    let a = bench(&url, &["--duration", "1s"]);
+    let b = bench(&url, &["--duration", "1s", "--pipeline", "4"]);
+    let (pa, pb) = (save("merge-a", &a), save("merge-b", &b));
+
+    let mut all = histogram(&a);
+    all.add(histogram(&b)).unwrap();
+    let merged = merge(&[&pa, &pb]);
+    let merged_hist = histogram(&merged);
+    assert_eq!(merged_hist, all);
+    assert_eq!(merged["replies"].as_u64().unwrap(), all.len());
+    for (key, q) in QUANTILES {
+        assert_eq!(
+            merged[key].as_f64().unwrap(),
+            all.value_at_quantile(q) as f64 / 1000.0,
+            "{key}"
+        );
+    }
+    assert_eq!(
+        merged["min_us"].as_f64().unwrap(),
+        all.min() as f64 / 1000.0
+    );
+    assert_eq!(
+        merged["max_us"].as_f64().unwrap(),
+        all.max() as f64 / 1000.0
+    );
+    // The seconds add up to the whole.
+    let per_second: u64 = merged["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["replies"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_second, all.len());
+    assert_eq!(merged["workers"].as_array().unwrap().len(), 2);
+
+    // With itself: every count doubles, every percentile stays.
+    let twice = merge(&[&pa, &pa]);
+    let twice_hist = histogram(&twice);
+    assert_eq!(twice_hist.len(), 2 * histogram(&a).len());
+    for (key, _) in QUANTILES {
+        assert_eq!(twice[key], a[key], "{key}");
+    }
+    for (x, y) in histogram(&a)
+        .iter_recorded()
+        .zip(twice_hist.iter_recorded())
+    {
+        assert_eq!(2 * x.count_at_value(), y.count_at_value());
+    }
+}
+
+#[test]
+fn workers_given_the_same_start_measure_the_same_seconds() {
+    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
+    let url = format!("tcp://{}", server.addr(0));
+    // Half past a second, 2-3 s ahead: both runs' ends fall mid-second,
+    // far from a boundary, so they count the same seconds.
+    let now = chrono::Utc::now().timestamp();
+    let at = chrono::DateTime::from_timestamp(now + 2, 500_000_000).unwrap();
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let spawn = || {
+        Command::new(tsecho_bin())
+            .args(["bench", &url, "--conns", "2", "--warmup", "0s"])
+            .args(["--duration", "2s", "--json", "--start-at", &at])
+            .output()
+            .unwrap()
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let parse = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (a, b) = (parse(&first), parse(&second));
+    let start = |r: &serde_json::Value| r["start_unix"].as_f64().unwrap();
+    assert!(
+        (start(&a) - start(&b)).abs() < 0.05,
+        "{} vs {}",
+        start(&a),
+        start(&b)
+    );
+    let wanted = chrono::DateTime::parse_from_rfc3339(&at)
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1e3;
+    assert!(
+        (start(&a) - wanted).abs() < 0.05,
+        "started {} for {wanted}",
+        start(&a)
+    );
+    let seconds = |r: &serde_json::Value| -> Vec<u64> {
+        r["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["second"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seconds(&a), seconds(&b));
+}
+
+#[test]
+fn merge_refuses_what_is_not_a_bench_result() {
+    let path = save("merge-bad", &serde_json::json!({"replies": 3}));
+    let out = Command::new(tsecho_bin())
+        .args(["bench", "merge"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("histogram"), "{err}");
+}
