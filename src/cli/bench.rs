@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tsecho::Endpoint;
 use tsecho::client::{Connector, DatagramSocket};
+use tsecho::fault::PreciseTimer;
 use tsecho::tls::client::ClientTlsArgs;
 
 use super::bench_results::{
@@ -176,6 +177,17 @@ impl Run {
     }
 }
 
+/// How long before a request is due the sender stops sleeping and spins:
+/// a wake-up from a timer comes tens of microseconds late, and that
+/// lateness would be counted as the server's.
+const SPIN: Duration = Duration::from_micros(100);
+
+fn spin_until(due: Instant) {
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
 /// Writes request `seq` of connection `conn`: exactly `size` bytes.
 fn write_request(conn: usize, seq: u64, size: usize, out: &mut Vec<u8>) {
     use std::io::Write;
@@ -217,11 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // As serve does: one single-threaded event loop per thread, the
+    // connections dealt out among them, nothing shared but counters.
+    let shards = tsecho::Shards::start(threads.max(1)).context("starting the threads")?;
     let connector = Connector::new(&endpoint, Duration::from_secs(5), &args.tls)?;
     let run = Arc::new(Run {
         args,
@@ -235,7 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         seconds: Seconds::default(),
         failures: Default::default(),
     });
-    let report = runtime.block_on(drive(run.clone()))?;
+    let report = shards.block_on(drive(run.clone(), shards.handles()))?;
     if let Some(path) = &run.args.hdr_log {
         write_hdr_log(path, report.started, &report.seconds)?;
     }
@@ -246,6 +256,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     Ok(if report.replies == 0 {
         tsecho::error::EX_UNAVAILABLE
+    } else if report.interrupted {
+        // As a shell reports a command ended by SIGINT.
+        130
     } else {
         0
     })
@@ -258,14 +271,24 @@ struct Report {
     /// When measuring began, by the wall clock.
     started: SystemTime,
     seconds: BTreeMap<u64, Histogram<u64>>,
+    /// Ctrl-C ended it before --duration: what was measured so far.
+    interrupted: bool,
+    /// CPU cores this process used while measuring (as lineload reports).
+    client_cpu: f64,
 }
 
-async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
+async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::Result<Report> {
     let datagram = run.endpoint.transport.is_datagram();
+    // Caught from the start, so that a Ctrl-C at any moment ends the run
+    // with what it measured rather than killing it.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("catching Ctrl-C")?;
+    let mut interrupted = false;
     let mut tasks = Vec::with_capacity(run.args.conns);
     for conn in 0..run.args.conns {
         let run = run.clone();
-        tasks.push(tokio::spawn(async move {
+        let thread = &threads[conn % threads.len()];
+        tasks.push(thread.spawn(async move {
             let result = if datagram {
                 datagram_conn(conn, &run).await
             } else {
@@ -287,27 +310,41 @@ async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = run.stop.cancelled() => {}
+            _ = sigint.recv() => interrupted = true,
         }
     }
     run.go.cancel();
-    tokio::select! {
-        _ = tokio::time::sleep(run.args.warmup) => {}
-        _ = run.stop.cancelled() => {}
+    if !interrupted {
+        tokio::select! {
+            _ = tokio::time::sleep(run.args.warmup) => {}
+            _ = run.stop.cancelled() => {}
+            _ = sigint.recv() => interrupted = true,
+        }
     }
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let _ = run.measured_from.set((started, started_wall));
     run.measuring.store(true, Ordering::Relaxed);
-    let progress = std::io::stderr().is_terminal() && !run.args.json;
+    let progress =
+        !run.args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let ticker = tokio::spawn(show_progress(run.clone(), started, progress));
-    tokio::select! {
-        _ = tokio::time::sleep(run.args.duration) => {}
-        _ = run.stop.cancelled() => {}
+    if !interrupted {
+        tokio::select! {
+            _ = tokio::time::sleep(run.args.duration) => {}
+            _ = run.stop.cancelled() => {}
+            _ = sigint.recv() => interrupted = true,
+        }
     }
     run.measuring.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
+    let client_cpu = (cpu_seconds() - cpu_before) / secs.max(1e-9);
     run.stop.cancel();
     ticker.abort();
+    if progress {
+        // The table starts on a line of its own, not after the progress.
+        eprint!("\r\x1b[2K");
+    }
     let mut hist = new_histogram();
     for task in tasks {
         hist.add(task.await.context("connection task")?)
@@ -320,10 +357,22 @@ async fn drive(run: Arc<Run>) -> anyhow::Result<Report> {
         secs,
         started: started_wall,
         seconds: run.seconds.take(),
+        interrupted,
+        client_cpu,
     })
 }
 
-/// One live line on a terminal: elapsed time, rate, errors.
+/// CPU time this process has used, user and system, in seconds.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    })
+}
+
+/// One line on a terminal, rewritten every second: the last second's
+/// rate and p99, errors so far, time left.
 async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
     if !enabled {
         return;
@@ -334,12 +383,17 @@ async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
     loop {
         tick.tick().await;
         let replies = run.counters.replies.load(Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        let second = run.unix_second(Instant::now()).saturating_sub(1);
+        let p99 = run
+            .seconds
+            .p99_us(second)
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.0} us"));
         eprint!(
-            "\r  {:>4.0} s  {:>10} req/s  errors {}  mismatches {}   ",
-            started.elapsed().as_secs_f64(),
+            "\r\x1b[2K  {:>10} req/s  p99 {p99}  errors {}  {:.0} s left",
             replies - last,
-            run.counters.errors.load(Ordering::Relaxed),
-            run.counters.mismatches.load(Ordering::Relaxed)
+            run.counters.errors.load(Ordering::Relaxed) + run.counters.lost.load(Ordering::Relaxed),
+            run.args.duration.saturating_sub(elapsed).as_secs_f64()
         );
         last = replies;
     }
@@ -460,12 +514,16 @@ where
     let send = async {
         let start = Instant::now();
         let mut out = Vec::with_capacity(size);
+        // tokio's timer rounds up to the millisecond: every request would
+        // leave up to 1 ms late, and that lateness would count as latency.
+        let mut timer = PreciseTimer::default();
         for seq in 0u64.. {
             let due = start + interval.mul_f64(seq as f64);
             tokio::select! {
                 _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
-                _ = tokio::time::sleep_until(due.into()) => {}
+                () = timer.sleep_until(Some(due.checked_sub(SPIN).unwrap_or(due))) => {}
             }
+            spin_until(due);
             out.clear();
             write_request(conn, seq, size, &mut out);
             intended.lock().await.push_back((seq, due));
@@ -515,6 +573,7 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
         .rate
         .map(|rate| Duration::from_secs_f64(run.args.conns as f64 / rate.max(1e-3)));
     let start = Instant::now();
+    let mut timer = PreciseTimer::default();
     loop {
         // Closed loop: fill the window. Open loop: send what is due.
         loop {
@@ -551,7 +610,7 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
                     None => run.count(&run.counters.late, 1),
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            () = timer.sleep_until(Some(wake)) => {}
         }
         let now = Instant::now();
         let before = in_flight.len();
@@ -574,6 +633,13 @@ impl Report {
     fn print(&self, run: &Run) {
         let a = &run.args;
         let c = &run.counters;
+        if self.interrupted {
+            say!(
+                "interrupted: what was measured in {:.1} s of {:.1} s",
+                self.secs,
+                a.duration.as_secs_f64()
+            );
+        }
         let mode = match a.rate {
             Some(rate) => format!("open loop at {rate} req/s"),
             None if a.reconnect => "a new connection per request".into(),
@@ -637,6 +703,8 @@ impl Report {
             "mismatches": c.mismatches.load(Ordering::Relaxed),
             "lost": c.lost.load(Ordering::Relaxed),
             "late": c.late.load(Ordering::Relaxed),
+            "interrupted": self.interrupted,
+            "client_cpu": self.client_cpu,
             "start_unix": self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
             "histogram": encode(&self.hist),
             "intervals": self.intervals(run),

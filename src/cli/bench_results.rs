@@ -40,6 +40,12 @@ impl Seconds {
         }
     }
 
+    /// The p99 of one second so far, for the progress line.
+    pub fn p99_us(&self, second: u64) -> Option<f64> {
+        let seconds = self.0.lock().ok()?;
+        seconds.get(&second).map(|h| micros(h, 0.99))
+    }
+
     pub fn take(&self) -> BTreeMap<u64, Histogram<u64>> {
         self.0
             .lock()

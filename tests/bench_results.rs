@@ -185,3 +185,123 @@ fn merge_refuses_what_is_not_a_bench_result() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("histogram"), "{err}");
 }
+
+/// An echo server of the test's own that says when it has answered `n`
+/// lines: the bench is then measuring (it runs with no warmup).
+fn echo_server(n: usize) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut writer = conn.try_clone().unwrap();
+                let mut line = Vec::new();
+                let mut reader = BufReader::new(conn);
+                let mut answered = 0;
+                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    if writer.write_all(&line).is_err() {
+                        return;
+                    }
+                    line.clear();
+                    answered += 1;
+                    if answered == n {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Ctrl-C keeps what was measured: the table (or --json) comes out,
+/// marked as interrupted, with exit status 130.
+#[test]
+fn ctrl_c_prints_what_was_measured_so_far() {
+    for json in [false, true] {
+        let (addr, answered) = echo_server(200);
+        let mut command = Command::new(tsecho_bin());
+        command
+            .args(["bench", &format!("tcp://{addr}"), "--conns", "1"])
+            .args(["--warmup", "0s", "--duration", "60s"]);
+        if json {
+            command.arg("--json");
+        }
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        answered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(130), "{stdout}");
+        if json {
+            let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(result["interrupted"], true);
+            assert!(result["replies"].as_u64().unwrap() >= 1, "{result}");
+            assert!(result["secs"].as_f64().unwrap() < 50.0);
+        } else {
+            assert!(
+                stdout.starts_with("interrupted: what was measured"),
+                "{stdout}"
+            );
+            assert!(stdout.contains("latency    p50"), "{stdout}");
+        }
+    }
+}
+
+/// The progress line shows on a terminal (a pseudo-terminal made by
+/// script(1)) and never in piped output.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    if !common::have_tool("script") {
+        return;
+    }
+    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
+    let url = format!("tcp://{}", server.addr(0));
+    let args = format!(
+        "{} bench {url} --conns 2 --warmup 0s --duration 2500ms",
+        tsecho_bin()
+    );
+    let on_terminal = Command::new("script")
+        .args(["-qec", &args, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(on_terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("req/s  p99 ") && shown.contains(" s left"),
+        "{shown}"
+    );
+    // The table starts on a line of its own.
+    assert!(shown.contains("\r\x1b[2Ktsecho bench "), "{shown:?}");
+
+    let piped = Command::new(tsecho_bin())
+        .args([
+            "bench",
+            &url,
+            "--conns",
+            "2",
+            "--warmup",
+            "0s",
+            "--duration",
+            "1500ms",
+        ])
+        .output()
+        .unwrap();
+    let all = [piped.stdout, piped.stderr].concat();
+    let all = String::from_utf8_lossy(&all);
+    assert!(!all.contains(" s left") && !all.contains('\r'), "{all:?}");
+}
