@@ -305,3 +305,110 @@ fn progress_shows_on_a_terminal_only() {
     let all = String::from_utf8_lossy(&all);
     assert!(!all.contains(" s left") && !all.contains('\r'), "{all:?}");
 }
+
+/// Headless Chromium, as a user's browser would show a file: a screenshot,
+/// or the DOM after the page loaded.
+fn chromium(page: &std::path::Path, out: &str) -> std::process::Output {
+    let profile = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "chromium-{}-{}",
+        std::process::id(),
+        page.display().to_string().len()
+    ));
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+        ])
+        .args(["--no-first-run", "--disable-background-networking"])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=900,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(out)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap()
+}
+
+fn screenshot_bytes(page: &std::path::Path) -> usize {
+    let png = page.with_extension("png");
+    let out = chromium(page, &format!("--screenshot={}", png.display()));
+    assert!(png.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::metadata(&png).unwrap().len() as usize
+}
+
+/// The report of a run and of a merge, in headless Chromium: the
+/// screenshot is not blank (far larger than a blank page's), and the SVG
+/// holds the percentile curve with one point per percentile the
+/// histogram reports (HdrHistogram's distribution, 5 ticks per half).
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    if !common::have_tool("chromium") {
+        return;
+    }
+    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
+    let url = format!("tcp://{}", server.addr(0));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let id = std::process::id();
+    let run_page = dir.join(format!("report-run-{id}.html"));
+    let run = bench(
+        &url,
+        &["--duration", "2s", "--report", run_page.to_str().unwrap()],
+    );
+    let other = bench(&url, &["--duration", "1s"]);
+    let merge_page = dir.join(format!("report-merge-{id}.html"));
+    let (pa, pb) = (save("report-a", &run), save("report-b", &other));
+    let out = Command::new(tsecho_bin())
+        .args(["bench", "merge"])
+        .args([&pa, &pb])
+        .arg("--report")
+        .arg(&merge_page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut merged_hist = histogram(&run);
+    merged_hist.add(histogram(&other)).unwrap();
+
+    let blank = dir.join(format!("blank-{id}.html"));
+    std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let blank_size = screenshot_bytes(&blank);
+    for (page, hist) in [(&run_page, histogram(&run)), (&merge_page, merged_hist)] {
+        let size = screenshot_bytes(page);
+        assert!(
+            size > 4 * blank_size,
+            "{size} bytes against {blank_size} for a blank page"
+        );
+        let dom = chromium(page, "--dump-dom");
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        let reported = hist
+            .iter_quantiles(5)
+            .filter(|v| v.quantile_iterated_to() < 1.0)
+            .count();
+        let at = dom
+            .find("id=\"percentile-curve\"")
+            .expect("the percentile curve");
+        let curve = &dom[at..dom[at..].find('>').map_or(dom.len(), |end| at + end)];
+        let points = curve
+            .split(" points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(points.split_whitespace().count(), reported, "{curve}");
+        assert_eq!(dom.matches("class=\"pct\"").count(), reported);
+    }
+    assert!(
+        std::fs::read_to_string(&merge_page)
+            .unwrap()
+            .contains("id=\"workers\"")
+    );
+}

@@ -77,6 +77,9 @@ pub struct Args {
     /// given the same instant measure the same seconds.
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     start_at: Option<SystemTime>,
+    /// Also write the run as one self-contained HTML page (SVG charts).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
     /// Also write each second's latencies as an HdrHistogram interval log.
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<std::path::PathBuf>,
@@ -249,8 +252,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(path) = &run.args.hdr_log {
         write_hdr_log(path, report.started, &report.seconds)?;
     }
+    let result = report.json(&run);
+    if let Some(path) = &run.args.report {
+        super::bench_report::write(path, &result)?;
+    }
     if run.args.json {
-        say!("{}", report.json(&run));
+        say!("{result}");
     } else {
         report.print(&run);
     }

@@ -25,6 +25,9 @@ pub struct MergeArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the merge as one self-contained HTML page (SVG charts).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
 }
 
 /// One worker's result, as `tsecho bench --json` wrote it.
@@ -58,6 +61,9 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
     }
     let merged = merge(&workers)?;
     let result = summary(&workers, &merged);
+    if let Some(path) = &args.report {
+        super::bench_report::write(path, &result)?;
+    }
     if args.json {
         say!("{result}");
     } else {
