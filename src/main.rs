@@ -38,7 +38,7 @@ enum Command {
     /// Round trips and the server's clock offset, like ping(8).
     Ping(cli::ping::Args),
     /// Load a server and report throughput and latency.
-    Bench(cli::bench::Args),
+    Bench(Box<cli::bench::Args>),
     /// List the services with their RFCs and ports, and the faults a
     /// listener can inject; given listener URLs, what each would do.
     Services {
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(&args, settings, level_fixed).map(|()| 0),
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
-        Command::Bench(args) => cli::bench::run(args),
+        Command::Bench(args) => cli::bench::run(*args),
         Command::Services { listeners } => {
             cli::services::run(&listeners);
             Ok(0)
