@@ -115,9 +115,10 @@ struct Run {
     /// Opens stream connections; TLS settings read once.
     connector: Connector,
     measuring: AtomicBool,
-    /// When measuring began, by both clocks: replies are filed under the
-    /// wall-clock second they came in.
-    measured_from: OnceLock<(Instant, SystemTime)>,
+    /// When measuring began, by both clocks (the wall clock in Unix
+    /// nanoseconds): replies are filed under the wall-clock second they
+    /// came in, with integer arithmetic only.
+    measured_from: OnceLock<(Instant, u128)>,
     /// Connections wait for this before sending (--start-at).
     go: CancellationToken,
     stop: CancellationToken,
@@ -138,13 +139,11 @@ impl Run {
 
     /// The wall-clock second `at` falls in.
     fn unix_second(&self, at: Instant) -> u64 {
-        let Some((instant, wall)) = self.measured_from.get() else {
+        let Some((instant, wall_nanos)) = self.measured_from.get() else {
             return 0;
         };
-        let wall = *wall + at.saturating_duration_since(*instant);
-        wall.duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
+        let nanos = wall_nanos + at.saturating_duration_since(*instant).as_nanos();
+        (nanos / 1_000_000_000) as u64
     }
 
     /// Counts errors or losses, also under their second.
@@ -331,7 +330,11 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let _ = run.measured_from.set((started, started_wall));
+    let wall_nanos = started_wall
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let _ = run.measured_from.set((started, wall_nanos));
     run.measuring.store(true, Ordering::Relaxed);
     let progress =
         !run.args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();

@@ -180,6 +180,34 @@ mod tests {
     }
 
     #[test]
+    fn the_interval_log_reads_back_with_hdrhistograms_own_parser() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let start = UNIX_EPOCH + Duration::from_secs(1_795_597_503);
+        let mut seconds = BTreeMap::new();
+        for (second, value) in [(1_795_597_503u64, 1_000u64), (1_795_597_504, 2_000)] {
+            let mut h = new_second_histogram();
+            h.record(value).unwrap();
+            seconds.insert(second, h);
+        }
+        let path = std::env::temp_dir().join(format!("tsecho-hlog-{}", std::process::id()));
+        write_hdr_log(&path, start, &seconds).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut intervals = Vec::new();
+        for entry in IntervalLogIterator::new(&text) {
+            if let LogEntry::Interval(h) = entry.unwrap() {
+                let bytes = BASE64.decode(h.encoded_histogram()).unwrap();
+                let hist: Histogram<u64> =
+                    Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+                intervals.push((h.start_timestamp(), hist.max()));
+            }
+        }
+        assert_eq!(intervals.len(), 2);
+        assert_eq!(intervals[1].0, Duration::from_secs(1));
+        assert!(intervals[1].1 >= 2_000);
+    }
+
+    #[test]
     fn seconds_collect_what_each_connection_recorded() {
         let seconds = Seconds::default();
         let (mut a, mut b) = (Recorder::default(), Recorder::default());
