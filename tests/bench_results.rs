@@ -12,18 +12,20 @@ use common::{ServeProcess, tsecho_bin};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 
-fn bench(url: &str, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(tsecho_bin())
-        .args(["bench", url, "--conns", "4", "--warmup", "0s", "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// `tsecho ARGS`, which must succeed, and the JSON object it printed.
+fn json_of(command: &mut Command) -> serde_json::Value {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn bench(url: &str, extra: &[&str]) -> serde_json::Value {
+    json_of(
+        Command::new(tsecho_bin())
+            .args(["bench", url, "--conns", "4", "--warmup", "0s", "--json"])
+            .args(extra),
+    )
 }
 
 fn histogram(result: &serde_json::Value) -> Histogram<u64> {
@@ -35,17 +37,11 @@ fn histogram(result: &serde_json::Value) -> Histogram<u64> {
 }
 
 fn merge(files: &[&std::path::Path]) -> serde_json::Value {
-    let out = Command::new(tsecho_bin())
-        .args(["bench", "merge", "--json"])
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_of(
+        Command::new(tsecho_bin())
+            .args(["bench", "merge", "--json"])
+            .args(files),
+    )
 }
 
 fn save(name: &str, result: &serde_json::Value) -> std::path::PathBuf {
