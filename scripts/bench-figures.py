@@ -5,9 +5,10 @@
 
 One tsecho server per section, on CPU 0; clients on CPU 1 (pinned) or
 unpinned where the section says. Every run is one JSON line on stdout:
-  1. closed loop, 50 conns, pipeline 1, 64 B, --threads 1: lineload and
-     tsecho bench alternating; rps, p50, p90, client CPU, and replies per
-     second of client CPU;
+  1. closed loop, 50 conns, pipeline 1, 64 B, --threads 1: lineload
+     (--check, as tsecho bench always checks) and tsecho bench
+     alternating; rps, p50, p90, client CPU, and replies per second of
+     client CPU;
   2. unpinned, 50 conns, pipeline 16: tsecho bench --threads 1 and 2
      against a server with --threads 2;
   3. open loop, 1 connection, --rate 100 and 1000, against closed loop.
@@ -19,6 +20,9 @@ import sys
 
 BIN, LINELOAD = sys.argv[1], sys.argv[2]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+# tsecho bench checks that every reply ends with its request; lineload
+# does so only with --check. Without it the two do different work.
+CHECK = ["--check"]
 
 
 class Server:
@@ -64,7 +68,7 @@ def main():
     for rnd in range(1, ROUNDS + 1):
         emit(section="closed P=1", round=rnd, client="lineload",
              **lineload(server.addr, "--conns", "50", "--pipeline", "1", "--size", "64",
-                        "--warmup", "1", "--duration", "4", "--threads", "1"))
+                        "--warmup", "1", "--duration", "4", "--threads", "1", *CHECK))
         emit(section="closed P=1", round=rnd, client="tsecho bench",
              **bench(server.addr, "--conns", "50", "--pipeline", "1", "--size", "64",
                      "--warmup", "1s", "--duration", "4s", "--threads", "1"))
