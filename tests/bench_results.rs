@@ -358,17 +358,12 @@ fn the_report_renders_in_headless_chromium() {
     let other = bench(&url, &["--duration", "1s"]);
     let merge_page = dir.join(format!("report-merge-{id}.html"));
     let (pa, pb) = (save("report-a", &run), save("report-b", &other));
-    let out = Command::new(tsecho_bin())
-        .args(["bench", "merge"])
-        .args([&pa, &pb])
-        .arg("--report")
-        .arg(&merge_page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    json_of(
+        Command::new(tsecho_bin())
+            .args(["bench", "merge", "--json"])
+            .args([&pa, &pb])
+            .arg("--report")
+            .arg(&merge_page),
     );
     let mut merged_hist = histogram(&run);
     merged_hist.add(histogram(&other)).unwrap();

@@ -78,15 +78,13 @@ impl Faults {
     /// twice is an error.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
         let bad = |reason: String| format!("{key}={value}: {reason}");
+        // Fills a slot with the parsed value; true if it was already set.
+        fn put<T>(slot: &mut Option<T>, parsed: Result<T, String>) -> Result<bool, String> {
+            Ok(slot.replace(parsed?).is_some())
+        }
         let taken = match key {
-            "delay" => self
-                .delay
-                .replace(parse_duration(value).map_err(bad)?)
-                .is_some(),
-            "jitter" => self
-                .jitter
-                .replace(parse_duration(value).map_err(bad)?)
-                .is_some(),
+            "delay" => put(&mut self.delay, parse_duration(value).map_err(bad))?,
+            "jitter" => put(&mut self.jitter, parse_duration(value).map_err(bad))?,
             "jitter-dist" => {
                 let dist = match value {
                     "uniform" => JitterDist::Uniform,
@@ -95,38 +93,21 @@ impl Faults {
                 };
                 std::mem::replace(&mut self.jitter_dist, dist) != JitterDist::Uniform
             }
-            "drop" => self
-                .drop
-                .replace(parse_chance(value).map_err(bad)?)
-                .is_some(),
-            "duplicate" => self
-                .duplicate
-                .replace(parse_chance(value).map_err(bad)?)
-                .is_some(),
-            "reset" => self
-                .reset
-                .replace(parse_chance(value).map_err(bad)?)
-                .is_some(),
-            "close-after" => self
-                .close_after
-                .replace(parse_count(value).map_err(bad)?)
-                .is_some(),
-            "bandwidth" => self
-                .bandwidth
-                .replace(parse_size(value).map_err(bad)? as u64)
-                .is_some(),
-            "stall" => self
-                .stall
-                .replace(parse_duration(value).map_err(bad)?)
-                .is_some(),
-            "seed" => self
-                .seed
-                .replace(
-                    value
-                        .parse()
-                        .map_err(|_| bad("expected a whole number".into()))?,
-                )
-                .is_some(),
+            "drop" => put(&mut self.drop, parse_chance(value).map_err(bad))?,
+            "duplicate" => put(&mut self.duplicate, parse_chance(value).map_err(bad))?,
+            "reset" => put(&mut self.reset, parse_chance(value).map_err(bad))?,
+            "close-after" => put(&mut self.close_after, parse_count(value).map_err(bad))?,
+            "bandwidth" => put(
+                &mut self.bandwidth,
+                parse_size(value).map(|n| n as u64).map_err(bad),
+            )?,
+            "stall" => put(&mut self.stall, parse_duration(value).map_err(bad))?,
+            "seed" => put(
+                &mut self.seed,
+                value
+                    .parse()
+                    .map_err(|_| bad("expected a whole number".into())),
+            )?,
             _ => return Ok(false),
         };
         if taken {

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use tokio_util::task::TaskTracker;
 
 use super::Group;
-use crate::clock::StampClock;
 use crate::context::{ListenerCtx, Shared};
 use crate::control::Handoff;
 use crate::endpoint::{Endpoint, Transport};
@@ -79,8 +78,9 @@ impl ServerHandle {
             return;
         };
         let endpoint = first.endpoint.clone();
-        let kernel_clock = self.shared.config().options.stamp_clock == StampClock::Kernel
-            && endpoint.service.shows_arrival_time();
+        let kernel_clock = endpoint
+            .service
+            .takes_kernel_time(self.shared.config().options.stamp_clock);
         for b in &group.copies {
             b.socket
                 .report_receive_times(endpoint.transport, kernel_clock);

@@ -19,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::clock::Stamper;
+use crate::clock::{StampClock, Stamper};
 use crate::error::Error;
 use stamp::StampWriter;
 
@@ -156,6 +156,12 @@ impl ServiceKind {
             | ServiceKind::Chargen
             | ServiceKind::Sockperf => false,
         }
+    }
+
+    /// Whether its messages are stamped with the kernel's receive time
+    /// under `clock`: only where the replies show a time.
+    pub fn takes_kernel_time(self, clock: StampClock) -> bool {
+        clock == StampClock::Kernel && self.shows_arrival_time()
     }
 
     /// What the service does with a byte stream; None for a datagram-only

@@ -37,11 +37,16 @@ pub enum Frame {
     Bad,
 }
 
+/// The message length a header states (None before the whole header).
+pub fn stated_length(header: &[u8]) -> Option<usize> {
+    let length = header.get(LENGTH_AT..HEADER_LEN)?;
+    Some(u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize)
+}
+
 pub fn next_frame(input: &[u8]) -> Frame {
-    let Some(length) = input.get(LENGTH_AT..HEADER_LEN) else {
+    let Some(length) = stated_length(input) else {
         return Frame::Incomplete;
     };
-    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
     if !(HEADER_LEN..=MAX_MESSAGE).contains(&length) {
         Frame::Bad
     } else if input.len() < length {

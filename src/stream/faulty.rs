@@ -16,7 +16,6 @@ use std::io;
 use std::time::{Instant, SystemTime};
 
 use super::{On, close, poll_read_scratch, read_while_draining, write_out};
-use crate::clock::StampClock;
 use crate::connection::{self, Exchange, Expired};
 use crate::fault::{Dice, Kind, Link, ListenerFaults, PreciseTimer};
 use crate::stats::Stats;
@@ -241,14 +240,19 @@ pub(super) async fn serve_with_faults<S: ByteStream>(
     faults: &ListenerFaults,
 ) -> io::Result<()> {
     let listener = &*on.listener;
-    let limits = on.config().options.limits.clone();
+    let (limits, kernel_clock) = {
+        let config = on.config();
+        let clock = config.options.stamp_clock;
+        (
+            config.options.limits.clone(),
+            listener.service.takes_kernel_time(clock),
+        )
+    };
     let mut outbox = Outbox::new(faults, limits.output_budget);
     let mut draining = false;
     let mut input_done = false;
     let mut timer = PreciseTimer::default();
     let (mut arrived, mut stamped) = (Instant::now(), SystemTime::now());
-    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel
-        && listener.service.shows_arrival_time();
     let mut kernel_stamp = None;
     // Registered once per connection, as in `serve_requests`: waiters on
     // the shared tokens and a timer in the wheel are not free per reply.

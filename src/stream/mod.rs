@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::clock::{StampClock, Stamper};
+use crate::clock::Stamper;
 use crate::connection::{self, DRAIN_SETTLE, Exchange, Expired, LINGER, Totals};
 use crate::context::{Config, ListenerCtx, Shared};
 use crate::framing::Responder;
@@ -193,16 +193,23 @@ fn poll_read_scratch<S: ByteStream>(
 /// which is what an idle connection costs.
 async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On) -> io::Result<()> {
     let (shared, listener) = (&*on.shared, &*on.listener);
-    let kernel_clock = on.config().options.stamp_clock == StampClock::Kernel
-        && listener.service.shows_arrival_time();
+    // One look at the settings per connection, not kept in its future.
+    let (kernel_clock, first_check) = {
+        let config = on.config();
+        let limits = &config.options.limits;
+        (
+            listener
+                .service
+                .takes_kernel_time(config.options.stamp_clock),
+            connection::earliest_possible_deadline(Instant::now(), limits),
+        )
+    };
     let mut draining = false;
     // Long-lived futures: registering a waiter on the shared token, or a
     // timer in the wheel, once per connection instead of once per request.
     let shutdown = listener.stop.cancelled();
     tokio::pin!(shutdown);
-    let timer = tokio::time::sleep_until(
-        connection::earliest_possible_deadline(Instant::now(), &on.config().options.limits).into(),
-    );
+    let timer = tokio::time::sleep_until(first_check.into());
     tokio::pin!(timer);
     loop {
         if ex.has_pending_work() {

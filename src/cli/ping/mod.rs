@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interes
 use tsecho::ancillary;
 use tsecho::client::{ClientStream, Connector, DatagramSocket};
 use tsecho::error::EX_TEMPFAIL;
-use tsecho::service::rfc8762;
+use tsecho::service::{rfc8762, sockperf};
 use tsecho::tls::client::ClientTlsArgs;
 use tsecho::{Endpoint, ServiceKind};
 
@@ -74,11 +74,10 @@ impl Channel {
         let mut ttl = None;
         match self {
             Channel::Stream(stream, Style::Sockperf) => {
-                bytes.resize(tsecho::service::sockperf::HEADER_LEN, 0);
+                bytes.resize(sockperf::HEADER_LEN, 0);
                 stream.read_exact(&mut bytes).await?;
-                let length = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-                let length =
-                    (length as usize).clamp(bytes.len(), tsecho::service::sockperf::MAX_MESSAGE);
+                let length = sockperf::stated_length(&bytes).unwrap_or(sockperf::HEADER_LEN);
+                let length = length.clamp(sockperf::HEADER_LEN, sockperf::MAX_MESSAGE);
                 let header = bytes.len();
                 bytes.resize(length, 0);
                 stream.read_exact(&mut bytes[header..]).await?;
