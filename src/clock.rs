@@ -205,10 +205,18 @@ impl TimeStyle {
 }
 
 /// Formats timestamps for one task, reusing the last text while the
-/// second has not changed (for formats that show whole seconds).
+/// second has not changed (for formats that show whole seconds), or while
+/// the instant has not (for any format).
+///
+/// Every line of one read is stamped with the same instant, so the first
+/// check is the one that answers nearly every call: with 16 lines per read
+/// the second's arithmetic and the format lookup cost more than the rest
+/// of the reply (perf, 50 connections at pipeline 16).
 #[derive(Debug, Clone)]
 pub struct Stamper {
     style: Arc<TimeStyle>,
+    whole_seconds: bool,
+    cached_at: Option<SystemTime>,
     cached_second: Option<u64>,
     text: String,
 }
@@ -216,22 +224,31 @@ pub struct Stamper {
 impl Stamper {
     pub fn new(style: Arc<TimeStyle>) -> Self {
         Stamper {
+            whole_seconds: style.format.is_whole_seconds(),
             style,
+            cached_at: None,
             cached_second: None,
             text: String::new(),
         }
     }
 
     /// The timestamp text for `at`.
+    #[inline]
     pub fn text(&mut self, at: SystemTime) -> &[u8] {
-        let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let whole = self.style.format.is_whole_seconds();
-        if !whole || self.cached_second != Some(second) {
-            self.text.clear();
-            self.style.write(at, &mut self.text);
-            self.cached_second = whole.then_some(second);
+        if self.cached_at != Some(at) {
+            self.refresh(at);
         }
         self.text.as_bytes()
+    }
+
+    fn refresh(&mut self, at: SystemTime) {
+        self.cached_at = Some(at);
+        let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if !self.whole_seconds || self.cached_second != Some(second) {
+            self.text.clear();
+            self.style.write(at, &mut self.text);
+            self.cached_second = self.whole_seconds.then_some(second);
+        }
     }
 }
 
