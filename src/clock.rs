@@ -212,13 +212,17 @@ impl TimeStyle {
 /// check is the one that answers nearly every call: with 16 lines per read
 /// the second's arithmetic and the format lookup cost more than the rest
 /// of the reply (perf, 50 connections at pipeline 16).
+///
+/// The text is kept in stamp's brackets, `[time] `, so that a stamp reply
+/// is two copies (the bracketed time, the message); other services take
+/// the time alone from inside them.
 #[derive(Debug, Clone)]
 pub struct Stamper {
     style: Arc<TimeStyle>,
     whole_seconds: bool,
     cached_at: Option<SystemTime>,
     cached_second: Option<u64>,
-    text: String,
+    bracketed: String,
 }
 
 impl Stamper {
@@ -228,25 +232,33 @@ impl Stamper {
             style,
             cached_at: None,
             cached_second: None,
-            text: String::new(),
+            bracketed: String::new(),
         }
     }
 
     /// The timestamp text for `at`.
-    #[inline]
     pub fn text(&mut self, at: SystemTime) -> &[u8] {
+        let bracketed = self.bracketed(at);
+        &bracketed[1..bracketed.len() - 2]
+    }
+
+    /// `[` + the timestamp text for `at` + `] `.
+    #[inline]
+    pub fn bracketed(&mut self, at: SystemTime) -> &[u8] {
         if self.cached_at != Some(at) {
             self.refresh(at);
         }
-        self.text.as_bytes()
+        self.bracketed.as_bytes()
     }
 
     fn refresh(&mut self, at: SystemTime) {
         self.cached_at = Some(at);
         let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         if !self.whole_seconds || self.cached_second != Some(second) {
-            self.text.clear();
-            self.style.write(at, &mut self.text);
+            self.bracketed.clear();
+            self.bracketed.push('[');
+            self.style.write(at, &mut self.bracketed);
+            self.bracketed.push_str("] ");
             self.cached_second = self.whole_seconds.then_some(second);
         }
     }

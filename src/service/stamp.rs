@@ -9,12 +9,11 @@ use crate::clock::Stamper;
 /// The stamp service's port, on TCP and UDP: tsecho's default.
 pub const PORT: u16 = 21567;
 
-/// Appends the reply to `message` received at the time shown by `time`.
-pub fn write_reply(time: &[u8], message: &[u8], out: &mut Vec<u8>) {
-    out.reserve(time.len() + 3 + message.len());
-    out.push(b'[');
-    out.extend_from_slice(time);
-    out.extend_from_slice(b"] ");
+/// Appends the reply to `message`: `bracketed` is the time already in its
+/// brackets, `[time] ` (`Stamper::bracketed`).
+pub fn write_reply(bracketed: &[u8], message: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bracketed.len() + message.len());
+    out.extend_from_slice(bracketed);
     out.extend_from_slice(message);
 }
 
@@ -25,14 +24,14 @@ mod tests {
     #[test]
     fn reply_keeps_crlf_and_binary_bytes() {
         let mut out = Vec::new();
-        write_reply(b"Wed Nov 25 09:05:03 2026", b"a\0\xff\r\n", &mut out);
+        write_reply(b"[Wed Nov 25 09:05:03 2026] ", b"a\0\xff\r\n", &mut out);
         assert_eq!(out, b"[Wed Nov 25 09:05:03 2026] a\0\xff\r\n");
     }
 
     #[test]
     fn empty_message_still_gets_its_stamp() {
         let mut out = Vec::new();
-        write_reply(b"1", b"", &mut out);
+        write_reply(b"[1] ", b"", &mut out);
         assert_eq!(out, b"[1] ");
     }
 }
@@ -244,12 +243,11 @@ impl StampWriter {
     /// reply loop (see `Template::write`).
     #[inline]
     pub fn write(&mut self, now: SystemTime, message: &[u8], out: &mut Vec<u8>) {
-        let time = self.stamper.text(now);
         match &self.template {
-            None => write_reply(time, message, out),
+            None => write_reply(self.stamper.bracketed(now), message, out),
             Some(template) => {
                 let origin = self.origin.as_deref().unwrap_or(&NO_ORIGIN);
-                template.write(time, message, origin, out)
+                template.write(self.stamper.text(now), message, origin, out)
             }
         }
     }
@@ -278,7 +276,7 @@ mod template_tests {
             .unwrap()
             .write(b"T", b"m", &origin, &mut plain);
         let mut classic = Vec::new();
-        write_reply(b"T", b"m", &mut classic);
+        write_reply(b"[T] ", b"m", &mut classic);
         assert_eq!(plain, classic);
         assert_eq!(t.to_string(), "{host} {{{peer}}} [{time}] {msg}");
         for bad in ["{nope}", "{time", "a}b"] {
