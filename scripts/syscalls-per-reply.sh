@@ -21,7 +21,7 @@ server=${cmd//\{port\}/$port}
 stat=$(mktemp)
 trap 'rm -f "$stat"' EXIT
 events=task-clock,context-switches,cpu-migrations
-for call in read write recvfrom sendto recvmsg sendmsg recvmmsg sendmmsg epoll_wait futex; do
+for call in read write recvfrom sendto recvmsg sendmsg recvmmsg sendmmsg epoll_wait futex io_uring_enter; do
     events+=",syscalls:sys_enter_$call"
 done
 # shellcheck disable=SC2086 # the server command is meant to split into words

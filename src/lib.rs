@@ -33,6 +33,7 @@ pub mod text;
 pub mod tls;
 pub mod transport;
 mod udp_batch;
+pub mod uring;
 
 pub use endpoint::{Address, Endpoint, Transport};
 pub use error::Error;

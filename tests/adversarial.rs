@@ -129,6 +129,12 @@ fn one_gib_without_newline_grows_server_rss_by_less_than_64_mib() {
 /// p99 latency is printed, not asserted).
 #[test]
 fn thousand_clients_that_never_read_cost_under_64_mib_and_others_are_served() {
+    if std::env::var("TSECHO_IO").as_deref() == Ok("uring") {
+        // A stuck connection over the ring also holds the copy the kernel
+        // sends from: tests/uring.rs checks that engine's own bound.
+        common::skip("TSECHO_IO=uring: this bound is epoll's; tests/uring.rs has io_uring's");
+        return;
+    }
     let _heavy = heavy();
     let server = ServeProcess::start(&["-l", "tcp://127.0.0.1:0"], 1);
     let pid = server.child.id();

@@ -30,6 +30,7 @@ use crate::stats::Stats;
 use crate::stream::{self, ConnectionLog, Handover, On};
 use crate::transport::tls::TlsUpgrade;
 use crate::transport::{Accept, ByteStream, Plain, Upgrade, Upgraded};
+use crate::uring::UringListener;
 
 /// Serves one bound socket until shutdown.
 pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker: TaskTracker) {
@@ -48,10 +49,33 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
                 None => tracing::error!("cannot serve {}: no TLS certificate", b.endpoint),
             }
         }
+        Ok(Serving::Tcp(l)) if serves_with_uring(&shared) => {
+            let l = UringListener(l);
+            accept_loop(l, Plain, proxy, ctx, shared, tracker).await
+        }
         Ok(Serving::Tcp(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::Unix(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::UnixGram(s)) => datagram::serve_unixgram(s, ctx, shared).await,
         Err(e) => tracing::error!("cannot serve {}: {e}", b.endpoint),
+    }
+}
+
+/// Whether this listener's connections go through io_uring: as configured
+/// (resolved once when the server started), and only on a runtime whose
+/// tasks never change threads, since each thread has its own ring.
+fn serves_with_uring(shared: &Shared) -> bool {
+    let engine = shared.config().options.io;
+    let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
+    match engine.resolve() {
+        Ok(true) if single_threaded => true,
+        Ok(true) => {
+            tracing::warn!(
+                "io_uring needs a single-threaded runtime per thread; serving TCP with epoll"
+            );
+            false
+        }
+        _ => false,
     }
 }
 

@@ -120,6 +120,11 @@ impl Server {
         // Before binding: a certificate that cannot be used is a
         // configuration error, with nothing left bound.
         let tls = load_tls(&endpoints, &options, &host)?;
+        // Likewise an engine the kernel refuses, asked for by name.
+        options
+            .io
+            .resolve()
+            .map_err(|e| Error::Usage(e.to_string()))?;
         let copies = runtimes.len().max(1);
         let mut groups = Vec::new();
         for (service, socket) in inherited {

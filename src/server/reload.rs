@@ -180,6 +180,7 @@ impl ServerHandle {
         // A socket option, set as each listener started: kept as it is.
         let options = Options {
             stamp_clock: old.options.stamp_clock,
+            io: old.options.io,
             ..options
         };
         if let Some(tls) = new_tls {
@@ -281,6 +282,9 @@ fn needs_restart(old: &Options, new: &Options) -> Vec<&'static str> {
     }
     if old.stamp_clock != new.stamp_clock {
         keys.push("stamp-clock");
+    }
+    if old.io != new.io {
+        keys.push("io");
     }
     let handshakes = |o: &Options| o.tls.max_handshakes(o.limits.max_connections);
     if handshakes(old) != handshakes(new) {

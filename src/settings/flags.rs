@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::service::stamp::Template;
 use crate::text::{parse_duration, parse_networks, parse_size, parse_threads};
 use crate::tls::ClientAuth;
+use crate::uring::IoEngine;
 
 /// A list of networks as one value (`10.0.0.0/8,::1`; empty for none).
 #[derive(Debug, Clone)]
@@ -75,6 +76,12 @@ pub struct Overrides {
     /// on TCP, UDP and Unix datagram sockets) or user (when tsecho read it).
     #[arg(long, value_enum, env = "TSECHO_STAMP_CLOCK")]
     pub stamp_clock: Option<StampClock>,
+
+    /// What serves TCP connections: epoll, uring (io_uring; refuses to
+    /// start where the kernel does not allow it) or auto (io_uring where
+    /// allowed, else epoll).
+    #[arg(long, value_enum, env = "TSECHO_IO")]
+    pub io: Option<IoEngine>,
 
     /// How stream input is cut into messages: each line, or each read (as the
     /// textbook server does).
@@ -313,7 +320,7 @@ impl Overrides {
         }
         over! {
             inetd => "inetd", inetd_base => "inetd-base", format => "format", utc => "utc",
-            stamp_clock => "stamp-clock",
+            stamp_clock => "stamp-clock", io => "io",
             framing => "framing", max_line => "max-line", chunk => "chunk",
             drain_timeout => "drain-timeout", shutdown_delay => "shutdown-delay",
             reply_template => "reply-template",

@@ -24,6 +24,7 @@ use crate::framing::{DEFAULT_CHUNK, DEFAULT_MAX_LINE, Framing};
 use crate::limits::{Limits, UdpLimits};
 use crate::service::stamp::Template;
 use crate::tls::{ClientAuth, TlsSettings};
+use crate::uring::IoEngine;
 
 pub use environment::check_environment;
 pub use file::load;
@@ -71,6 +72,7 @@ pub struct Settings {
     #[serde(deserialize_with = "file::boolean")]
     pub utc: bool,
     pub stamp_clock: StampClock,
+    pub io: IoEngine,
     pub framing: FramingKind,
     #[serde(deserialize_with = "file::size")]
     pub max_line: usize,
@@ -148,6 +150,7 @@ impl Default for Settings {
             format: style.format,
             utc: style.utc,
             stamp_clock: StampClock::default(),
+            io: IoEngine::default(),
             framing: FramingKind::Lines,
             max_line: DEFAULT_MAX_LINE,
             chunk: DEFAULT_CHUNK,
@@ -197,6 +200,7 @@ impl Settings {
                 utc: self.utc,
             },
             stamp_clock: self.stamp_clock,
+            io: self.io,
             framing: match self.framing {
                 FramingKind::Lines => Framing::Lines {
                     max_line: self.max_line,
@@ -257,6 +261,7 @@ impl Settings {
             ("format", one(self.format.to_string())),
             ("utc", one(self.utc.to_string())),
             ("stamp-clock", one(self.stamp_clock.name().into())),
+            ("io", one(self.io.name().into())),
             ("framing", one(self.framing.name().into())),
             ("max-line", one(show_size(self.max_line))),
             ("chunk", one(show_size(self.chunk))),
@@ -361,6 +366,9 @@ pub struct Options {
     /// Kernel receive times or the user clock (a restart changes it: it
     /// is a socket option, set as each listener starts).
     pub stamp_clock: StampClock,
+    /// What serves TCP connections: epoll or io_uring (a restart
+    /// changes it).
+    pub io: IoEngine,
     pub framing: Framing,
     /// How long shutdown waits for connections to finish their replies.
     pub drain_timeout: Duration,
@@ -403,6 +411,6 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
-        assert_eq!(keys.len(), 40);
+        assert_eq!(keys.len(), 41);
     }
 }

@@ -1,0 +1,407 @@
+//! One io_uring per thread, driven from inside the thread's tokio runtime.
+//!
+//! Connections are tokio tasks as with epoll; only their reads and writes
+//! go through the ring. Each connection has a slot here: a multishot
+//! `recvmsg` that fills buffers from the provided-buffer ring, and at most
+//! one `send` in flight. Tasks queue their operations; one driver task,
+//! woken once for all of them, submits the whole batch in one system call
+//! and hands out what completed. That batching is what epoll cannot do:
+//! one `io_uring_enter` for every reply the runtime produced in a turn,
+//! instead of one `sendto` and one `recvmsg` each.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use tokio::io::unix::AsyncFd;
+
+use super::buffers::{self, Buffers};
+use super::setup;
+use super::slot::{AfterSend, QUEUE_LIMIT, Slot, give_back_all, set_waker};
+
+/// Names a slot across reuse: a stale completion never reaches the
+/// connection that took the slot next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId {
+    index: u32,
+    generation: u32,
+}
+
+impl SlotId {
+    fn user_data(self, op: u64) -> u64 {
+        (u64::from(self.generation) << 32) | (u64::from(self.index) << 8) | op
+    }
+
+    fn from_user_data(data: u64) -> (Self, u64) {
+        let id = SlotId {
+            index: ((data >> 8) & 0xff_ffff) as u32,
+            generation: (data >> 32) as u32,
+        };
+        (id, data & 0xff)
+    }
+}
+
+/// Room for one SO_TIMESTAMPNS control message.
+const CONTROL_LEN: u32 = 32;
+
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+const CANCEL: u64 = 3;
+
+pub struct Driver {
+    /// The eventfd the ring signals when completions or deferred work
+    /// wait: how the thread's epoll learns that the ring needs a turn.
+    ready: AsyncFd<OwnedFd>,
+    ring: IoUring,
+    /// Its task runs on the runtime it started on; once that runtime is
+    /// gone, a new driver takes the thread's place.
+    task_alive: bool,
+    buffers: Buffers,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Kept for the kernel to read as each receive is submitted.
+    template: Box<libc::msghdr>,
+    driver_task: Option<Waker>,
+    submit_due: bool,
+    spare_sends: Vec<Vec<u8>>,
+    /// Slots whose receive ended for want of buffers.
+    starved: Vec<SlotId>,
+}
+
+impl Driver {
+    pub fn start() -> io::Result<Self> {
+        let ring = setup::new_ring()?;
+        let buffers = Buffers::register(&ring)?;
+        let events = setup::eventfd()?;
+        ring.submitter().register_eventfd(events.as_raw_fd())?;
+        // SAFETY: the eventfd is owned by the AsyncFd, open as long as it.
+        let ready =
+            unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        let mut template: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        template.msg_controllen = CONTROL_LEN as _;
+        Ok(Driver {
+            ready,
+            ring,
+            task_alive: true,
+            buffers,
+            slots: Vec::new(),
+            free: Vec::new(),
+            template,
+            driver_task: None,
+            submit_due: false,
+            spare_sends: Vec::new(),
+            starved: Vec::new(),
+        })
+    }
+
+    pub fn task_alive(&self) -> bool {
+        self.task_alive
+    }
+
+    pub fn task_ended(&mut self) {
+        self.task_alive = false;
+    }
+
+    /// What the driver's task does each time it runs: submit, complete,
+    /// and wait for the ring's next completions.
+    pub fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        set_waker(&mut self.driver_task, cx);
+        loop {
+            self.turn();
+            match self.ready.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                Poll::Ready(Err(e)) => {
+                    tracing::error!("io_uring driver stopped: {e}");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Takes a connected socket into a slot.
+    pub fn register(&mut self, fd: OwnedFd) -> SlotId {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            (self.slots.len() - 1) as u32
+        });
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.fd = Some(fd);
+        SlotId {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    pub fn slot(&mut self, id: SlotId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|slot| slot.generation == id.generation && !slot.dropped)
+    }
+
+    pub fn fd(&mut self, id: SlotId) -> Option<RawFd> {
+        self.slot(id)?.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Copies unread input into `buf`; Pending (with the receive armed)
+    /// when there is none yet.
+    pub fn poll_read(
+        &mut self,
+        id: SlotId,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        let (filled, at) = slot.take_input(&mut self.buffers, buf);
+        if filled > 0 {
+            if !self.starved.is_empty() {
+                self.wake_starved();
+            }
+            return Poll::Ready(Ok((filled, at)));
+        }
+        if let Some(errno) = slot.read_error.take() {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if slot.eof {
+            return Poll::Ready(Ok((0, None)));
+        }
+        set_waker(&mut slot.read_waker, cx);
+        if !slot.recv_armed && !slot.starved {
+            self.arm_receive(id);
+        }
+        Poll::Pending
+    }
+
+    /// Takes what fits of `data` for sending; Pending while the queue is
+    /// full.
+    pub fn poll_write(
+        &mut self,
+        id: SlotId,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        if let Some(errno) = slot.write_error {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if slot.sending.is_none() {
+            let mut out = self.spare_sends.pop().unwrap_or_default();
+            out.extend_from_slice(data);
+            self.start_send(id, out, 0);
+            return Poll::Ready(Ok(data.len()));
+        }
+        let room = QUEUE_LIMIT.saturating_sub(slot.queued.len());
+        if room == 0 {
+            set_waker(&mut slot.write_waker, cx);
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        slot.queued.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Ready once everything written has been handed to the kernel.
+    pub fn poll_sent(&mut self, id: SlotId, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        if let Some(errno) = slot.write_error {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if slot.sending.is_some() {
+            set_waker(&mut slot.write_waker, cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub fn write_error(&mut self, id: SlotId) -> Option<io::Error> {
+        let errno = self.slots.get(id.index as usize)?.write_error?;
+        Some(io::Error::from_raw_os_error(errno))
+    }
+
+    /// The connection is gone: what the kernel still holds of it is
+    /// cancelled, and the socket is closed once nothing is left.
+    pub fn drop_slot(&mut self, id: SlotId) {
+        let Some(slot) = self.slot(id) else {
+            return;
+        };
+        slot.dropped = true;
+        slot.read_waker = None;
+        slot.write_waker = None;
+        slot.queued = Vec::new();
+        let chunks = std::mem::take(&mut slot.chunks);
+        let cancel_receive = slot.recv_armed && !slot.recv_cancelled;
+        // A client that stopped reading would hold the socket open for
+        // ever; after a clean close nothing is in flight by now.
+        let cancel_send = slot.sending.is_some();
+        give_back_all(chunks, &mut self.buffers);
+        if cancel_receive {
+            self.cancel_receive(id);
+        }
+        if cancel_send {
+            self.cancel(id, SEND);
+        }
+        if !self.starved.is_empty() {
+            self.wake_starved();
+        }
+        self.release_if_done(id.index);
+    }
+
+    fn arm_receive(&mut self, id: SlotId) {
+        let Some(fd) = self.fd(id) else {
+            return;
+        };
+        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.template, buffers::GROUP)
+            .build()
+            .user_data(id.user_data(RECV));
+        let slot = &mut self.slots[id.index as usize];
+        slot.recv_armed = true;
+        slot.recv_cancelled = false;
+        slot.in_kernel += 1;
+        self.push(entry);
+    }
+
+    fn cancel_receive(&mut self, id: SlotId) {
+        self.slots[id.index as usize].recv_cancelled = true;
+        self.cancel(id, RECV);
+    }
+
+    fn cancel(&mut self, id: SlotId, op: u64) {
+        let entry = opcode::AsyncCancel::new(id.user_data(op))
+            .build()
+            .user_data(id.user_data(CANCEL));
+        self.slots[id.index as usize].in_kernel += 1;
+        self.push(entry);
+    }
+
+    fn start_send(&mut self, id: SlotId, out: Vec<u8>, from: usize) {
+        let slot = &mut self.slots[id.index as usize];
+        let Some(fd) = slot.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let rest = &out[from..];
+        // The buffer lives in the slot until the send completes.
+        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(id.user_data(SEND));
+        slot.sending = Some((out, from));
+        slot.in_kernel += 1;
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: what the entry points at (the msghdr template, a send's
+        // buffer in its slot) outlives the operation: the template lives as
+        // long as the driver, a buffer until its completion.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!("io_uring submit failed: {e}");
+            }
+        }
+        if !self.submit_due {
+            self.submit_due = true;
+            if let Some(task) = &self.driver_task {
+                task.wake_by_ref();
+            }
+        }
+    }
+
+    /// Submits what the tasks queued, then hands out every completion.
+    fn turn(&mut self) {
+        self.submit_due = false;
+        if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!("io_uring submit failed: {e}");
+            }
+        }
+        loop {
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
+            self.complete(&cqe);
+        }
+    }
+
+    fn complete(&mut self, cqe: &cqueue::Entry) {
+        let (id, op) = SlotId::from_user_data(cqe.user_data());
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let more = cqueue::more(cqe.flags());
+        match op {
+            RECV => self.received(id, cqe.result(), cqe.flags(), more),
+            SEND => self.sent(id, cqe.result()),
+            _ => slot.in_kernel -= 1,
+        }
+        self.release_if_done(id.index);
+    }
+
+    fn received(&mut self, id: SlotId, result: i32, flags: u32, more: bool) {
+        let slot = &mut self.slots[id.index as usize];
+        let buffer = cqueue::buffer_select(flags);
+        let cancel = slot.on_received(&mut self.buffers, &self.template, result, buffer, more);
+        if slot.starved {
+            self.starved.push(id);
+            return;
+        }
+        let waker = slot.read_waker.take();
+        if cancel {
+            self.cancel_receive(id);
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn sent(&mut self, id: SlotId, result: i32) {
+        let slot = &mut self.slots[id.index as usize];
+        let after = slot.on_sent(result);
+        let waker = slot.write_waker.take();
+        match after {
+            Some(AfterSend::Rest(out, from)) => self.start_send(id, out, from),
+            Some(AfterSend::Queued(out)) => self.start_send(id, out, 0),
+            Some(AfterSend::Done(out)) if out.capacity() <= QUEUE_LIMIT => {
+                self.spare_sends.push(out);
+            }
+            _ => {}
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn release_if_done(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        if slot.dropped && slot.in_kernel == 0 {
+            *slot = slot.vacated();
+            self.free.push(index);
+        }
+    }
+
+    fn wake_starved(&mut self) {
+        for id in std::mem::take(&mut self.starved) {
+            if let Some(slot) = self.slot(id) {
+                slot.starved = false;
+                if let Some(waker) = slot.read_waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}

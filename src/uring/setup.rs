@@ -1,0 +1,36 @@
+//! What each thread's ring is made of: the ring with its flags, and the
+//! eventfd it signals so that the thread's epoll wakes for it.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use io_uring::IoUring;
+
+/// The ring each thread gets: one issuer (the thread), and completion
+/// work deferred until the thread asks for it (`io_uring_enter` with
+/// GETEVENTS, once per turn for everything that came), never done by
+/// interrupting the thread. The registered eventfd is how it learns to
+/// ask: the kernel signals it as deferred work arrives.
+pub fn new_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(16384)
+        .build(4096)
+}
+
+/// An eventfd the ring can signal; never read: epoll reports each signal
+/// as an edge, and the count has room for centuries of them.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; a non-negative result is a new
+    // descriptor that nothing else owns.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
