@@ -12,44 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ServeProcess, free_tcp_port, have_tool, socket_path, start, tsecho_bin};
+use common::{
+    ServeProcess, free_tcp_port, have_tool, rfc864_lines, round_trip, socket_path, start,
+    tsecho_bin,
+};
 use tsecho::ServerHandle;
-
-/// The RFC 864 stream, built here from the RFC's words rather than taken
-/// from the code under test: 72-character lines over the 95 printable
-/// characters, line n starting one character after line n-1, the first at
-/// `!`, each ending in CRLF.
-fn rfc864_lines(count: usize) -> Vec<u8> {
-    let ring: Vec<u8> = (b' '..=b'~').collect();
-    assert_eq!(ring.len(), 95);
-    let mut out = Vec::new();
-    for n in 0..count {
-        out.extend((0..72).map(|i| ring[(1 + n + i) % ring.len()]));
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
 
 fn read_exactly(addr: SocketAddr, len: usize) -> Vec<u8> {
     let mut conn = common::connect(addr);
     let mut buf = vec![0; len];
     conn.read_exact(&mut buf).unwrap();
     buf
-}
-
-/// Sends `input`, half-closes, and reads until the server closes.
-fn round_trip(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut conn = common::connect(addr);
-    let mut writer = conn.try_clone().unwrap();
-    let input = input.to_vec();
-    let sender = std::thread::spawn(move || {
-        writer.write_all(&input).unwrap();
-        writer.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut out = Vec::new();
-    conn.read_to_end(&mut out).unwrap();
-    sender.join().unwrap();
-    out
 }
 
 fn udp_ask(server: SocketAddr, request: &[u8]) -> Vec<u8> {

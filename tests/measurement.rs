@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{ServeProcess, connect};
+use common::{ServeProcess, connect, wait_until_stopped};
 
 fn unix_us(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
@@ -20,29 +20,6 @@ fn stamp_us(reply: &[u8]) -> i64 {
     let text = std::str::from_utf8(reply).unwrap();
     let inner = &text[1..text.find(']').unwrap()];
     inner.parse().unwrap()
-}
-
-/// `kill -STOP` returns once the signal is sent; a thread already running
-/// on the other CPU may still read for a moment. Stopped means every
-/// thread of the process shows state T.
-fn wait_until_stopped(pid: u32) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        let all_stopped = tasks.flatten().all(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
-            state.starts_with('T') || state.starts_with('t')
-        });
-        if all_stopped {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never stopped"
-        );
-        std::thread::yield_now();
-    }
 }
 
 /// The test: data sent while the server is stopped (SIGSTOP) and

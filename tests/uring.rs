@@ -8,10 +8,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ServeProcess, proc_status_kib, skip, split_ctime_stamp};
+use common::{
+    ServeProcess, proc_status_kib, rfc864_lines, round_trip, skip, split_ctime_stamp,
+    wait_until_stopped,
+};
 
 /// io_uring can be switched off for the whole machine (and is, in some
 /// sandboxes); then these tests skip, unless CI demands them.
@@ -37,23 +40,6 @@ fn serve_uring(listen: &[&str], extra: &[&str]) -> ServeProcess {
     ServeProcess::start(&args, listen.len())
 }
 
-/// Sends `input`, half-closes, and reads until the server closes.
-fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut conn = common::connect(addr);
-    let writer = {
-        let mut conn = conn.try_clone().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            conn.write_all(&input).unwrap();
-            conn.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut out = Vec::new();
-    conn.read_to_end(&mut out).unwrap();
-    writer.join().unwrap();
-    out
-}
-
 #[test]
 fn every_service_gives_the_same_bytes_over_io_uring() {
     if !uring_allowed() {
@@ -74,7 +60,7 @@ fn every_service_gives_the_same_bytes_over_io_uring() {
     // receive buffer (4 KiB) comes back whole.
     let long = "x".repeat(10_000);
     let input = format!("one\r\ntwo\n{long}\nlast without newline");
-    let replies = exchange(server.addr(0), input.as_bytes());
+    let replies = round_trip(server.addr(0), input.as_bytes());
     let lines: Vec<&[u8]> = replies
         .split_inclusive(|&b| b == b'\n')
         .map(|reply| split_ctime_stamp(reply).1)
@@ -90,32 +76,30 @@ fn every_service_gives_the_same_bytes_over_io_uring() {
     // Echo: a megabyte of every byte value, unchanged.
     let bytes: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 256) as u8).collect();
     assert!(
-        exchange(server.addr(1), &bytes) == bytes,
+        round_trip(server.addr(1), &bytes) == bytes,
         "echo changed the bytes"
     );
 
     // Discard: nothing back, then a clean close.
-    assert!(exchange(server.addr(2), &bytes).is_empty());
+    assert!(round_trip(server.addr(2), &bytes).is_empty());
 
     // Chargen: the RFC 864 lines, read while they stream.
     let mut chargen = common::connect(server.addr(3));
     let mut got = vec![0; 74 * 200];
     chargen.read_exact(&mut got).unwrap();
-    let ring: Vec<u8> = (b' '..=b'~').collect();
-    for (n, line) in got.chunks(74).enumerate() {
-        let expected: Vec<u8> = (0..72).map(|i| ring[(1 + n + i) % 95]).collect();
-        assert_eq!(&line[..72], &expected[..], "chargen line {n}");
-        assert_eq!(&line[72..], b"\r\n");
-    }
+    assert!(
+        got == rfc864_lines(200),
+        "chargen's lines differ from RFC 864"
+    );
     drop(chargen);
 
     // Daytime and time: one answer each, then the server closes.
-    let daytime = exchange(server.addr(4), b"");
+    let daytime = round_trip(server.addr(4), b"");
     assert!(
         daytime.ends_with(b"\r\n") && daytime.len() > 20,
         "{daytime:?}"
     );
-    let time = exchange(server.addr(5), b"");
+    let time = round_trip(server.addr(5), b"");
     assert_eq!(time.len(), 4);
     let seconds = u64::from(u32::from_be_bytes(time[..].try_into().unwrap()));
     let now = SystemTime::now()
@@ -144,10 +128,7 @@ fn kernel_stamps_come_through_the_ring() {
     lines.read_line(&mut String::new()).unwrap();
 
     server.signal("STOP");
-    let stopped_by = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < stopped_by && !all_threads_stopped(server.child.id()) {
-        std::thread::yield_now();
-    }
+    wait_until_stopped(server.child.id());
     let sent = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -165,17 +146,6 @@ fn kernel_stamps_come_through_the_ring() {
         "stamp {late} µs from the send"
     );
     assert!(reply.ends_with("] while stopped\n"), "{reply}");
-}
-
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|task| {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
-        state.starts_with('T') || state.starts_with('t')
-    })
 }
 
 /// Lines already sent when SIGTERM comes are answered before the close,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -69,7 +69,6 @@ pub fn have_tool(tool: &str) -> bool {
 /// plain `cargo test`), and as a line of target/tmp/skipped.log, which CI
 /// counts and prints.
 pub fn skip(reason: &str) {
-    use std::io::Write;
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
     let line = format!("SKIPPED {test}: {reason}\n");
@@ -347,7 +346,6 @@ impl Drop for ServeProcess {
 /// written from a thread of its own, so a command that prints much before
 /// reading all of it cannot block on a full pipe.
 pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
-    use std::io::Write;
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -451,5 +449,58 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The RFC 864 stream, built here from the RFC's words rather than taken
+/// from the code under test: 72-character lines over the 95 printable
+/// characters, line n starting one character after line n-1, the first at
+/// `!`, each ending in CRLF.
+pub fn rfc864_lines(count: usize) -> Vec<u8> {
+    let ring: Vec<u8> = (b' '..=b'~').collect();
+    assert_eq!(ring.len(), 95);
+    let mut out = Vec::new();
+    for n in 0..count {
+        out.extend((0..72).map(|i| ring[(1 + n + i) % ring.len()]));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Sends `input`, half-closes, and reads until the server closes.
+pub fn round_trip(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut conn = connect(addr);
+    let mut writer = conn.try_clone().unwrap();
+    let input = input.to_vec();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&input).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).unwrap();
+    sender.join().unwrap();
+    out
+}
+
+/// `kill -STOP` returns once the signal is sent; a thread already running
+/// on the other CPU may still read for a moment. Stopped means every
+/// thread of the process shows state T.
+pub fn wait_until_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+            state.starts_with('T') || state.starts_with('t')
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never stopped"
+        );
+        std::thread::yield_now();
     }
 }
