@@ -19,14 +19,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tsecho::Endpoint;
-use tsecho::client::{Connector, DatagramSocket};
+use tsecho::client::{ClientStream, Connector, DatagramSocket};
 use tsecho::fault::PreciseTimer;
 use tsecho::tls::client::ClientTlsArgs;
 
+use super::bench_replies::Replies;
 use super::bench_results::{
     Interval, Recorder, Seconds, encode, micros, new_histogram, write_hdr_log,
 };
@@ -98,7 +99,9 @@ enum BenchCommand {
     Merge(super::bench_merge::MergeArgs),
 }
 
-/// Counters every connection task updates.
+/// Counters every connection task updates. Replies and their bytes are
+/// counted per thread instead (see `Recorder`); `replies` here only counts
+/// toward `--requests`.
 #[derive(Default)]
 struct Counters {
     replies: AtomicU64,
@@ -106,7 +109,6 @@ struct Counters {
     mismatches: AtomicU64,
     lost: AtomicU64,
     late: AtomicU64,
-    rx_bytes: AtomicU64,
 }
 
 struct Run {
@@ -118,10 +120,14 @@ struct Run {
     /// When measuring began, by both clocks (the wall clock in Unix
     /// nanoseconds): replies are filed under the wall-clock second they
     /// came in, with integer arithmetic only.
-    measured_from: OnceLock<(Instant, u128)>,
+    measured_from: OnceLock<(Instant, u64)>,
     /// Connections wait for this before sending (--start-at).
     go: CancellationToken,
+    /// Wakes connections waiting on the server when the run ends.
     stop: CancellationToken,
+    /// The same news for a connection that is not waiting: a load, not the
+    /// lock that asking the token takes.
+    stopped: AtomicBool,
     counters: Counters,
     seconds: Seconds,
     /// Errors and losses per wall-clock second.
@@ -137,13 +143,22 @@ impl Run {
         self.measuring.load(Ordering::Relaxed)
     }
 
+    fn end(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+    }
+
+    fn has_ended(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
     /// The wall-clock second `at` falls in.
     fn unix_second(&self, at: Instant) -> u64 {
         let Some((instant, wall_nanos)) = self.measured_from.get() else {
             return 0;
         };
-        let nanos = wall_nanos + at.saturating_duration_since(*instant).as_nanos();
-        (nanos / 1_000_000_000) as u64
+        let since = at.saturating_duration_since(*instant).as_nanos() as u64;
+        wall_nanos.saturating_add(since) / 1_000_000_000
     }
 
     /// Counts errors or losses, also under their second.
@@ -157,25 +172,29 @@ impl Run {
         }
     }
 
-    /// Records one correct or mismatched reply.
-    fn reply(&self, hist: &mut Recorder, reply: &[u8], expected: &[u8], since: Instant) {
+    /// Records one correct or mismatched reply, read at `now`.
+    fn reply(&self, reply: &[u8], expected: &[u8], since: Instant, now: Instant) {
         if !self.is_measuring() {
             return;
+        }
+        if let Some(cap) = self.args.requests {
+            let done = self.counters.replies.fetch_add(1, Ordering::Relaxed) + 1;
+            if done >= cap {
+                self.end();
+            }
+            if done > cap {
+                // Came in with the reply that made the count.
+                return;
+            }
         }
         if !reply.ends_with(expected) {
             self.count(&self.counters.mismatches, 1);
         }
-        let now = Instant::now();
         let nanos = now
             .saturating_duration_since(since)
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64;
-        hist.record(nanos, self.unix_second(now), &self.seconds);
-        self.count(&self.counters.rx_bytes, reply.len() as u64);
-        let done = self.counters.replies.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.args.requests.is_some_and(|cap| done >= cap) {
-            self.stop.cancel();
-        }
+        Recorder::record_here(nanos, reply.len(), self.unix_second(now), &self.seconds);
     }
 }
 
@@ -190,14 +209,32 @@ fn spin_until(due: Instant) {
     }
 }
 
-/// Writes request `seq` of connection `conn`: exactly `size` bytes.
+/// Writes request `seq` of connection `conn`: exactly `size` bytes. It is
+/// written twice per reply (sent, then expected), so by hand: through
+/// `write!` it was the client's second costliest function.
 fn write_request(conn: usize, seq: u64, size: usize, out: &mut Vec<u8>) {
-    use std::io::Write;
+    const ALPHABET: &[u8; 26] = b"abcdefghijklmnopqrstuvwxyz";
     let start = out.len();
-    let _ = write!(out, "{conn:x}:{seq:x}|");
-    let filler = size.saturating_sub(out.len() - start + 1);
-    out.extend((0..filler).map(|i| b'a' + (i % 26) as u8));
+    push_hex(out, conn as u64);
+    out.push(b':');
+    push_hex(out, seq);
+    out.push(b'|');
+    let mut filler = size.saturating_sub(out.len() - start + 1);
+    while filler > 0 {
+        let n = filler.min(ALPHABET.len());
+        out.extend_from_slice(&ALPHABET[..n]);
+        filler -= n;
+    }
     out.push(b'\n');
+}
+
+/// `n` in lower-case hex, no leading zeros, as `{n:x}` writes it.
+fn push_hex(out: &mut Vec<u8>, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev().map(|d| d * 4) {
+        out.push(DIGITS[((n >> shift) & 0xf) as usize]);
+    }
 }
 
 fn request(conn: usize, seq: u64, size: usize) -> Vec<u8> {
@@ -243,6 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         measured_from: OnceLock::new(),
         go: CancellationToken::new(),
         stop: CancellationToken::new(),
+        stopped: AtomicBool::new(false),
         counters: Counters::default(),
         seconds: Seconds::default(),
         failures: Default::default(),
@@ -273,6 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 struct Report {
     hist: Histogram<u64>,
     replies: u64,
+    rx_bytes: u64,
     secs: f64,
     /// When measuring began, by the wall clock.
     started: SystemTime,
@@ -300,15 +339,12 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
             } else {
                 stream_conn(conn, &run).await
             };
-            let mut recorder = result.unwrap_or_else(|e| {
+            if let Err(e) = result {
                 run.failed(&run.counters.errors, 1);
                 if !run.args.json {
                     eprintln!("tsecho: connection {conn}: {e:#}");
                 }
-                Recorder::default()
-            });
-            recorder.flush(&run.seconds);
-            recorder.all
+            }
         }));
     }
     if let Some(at) = run.args.start_at {
@@ -333,7 +369,7 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
     let wall_nanos = started_wall
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos();
+        .as_nanos() as u64;
     let _ = run.measured_from.set((started, wall_nanos));
     run.measuring.store(true, Ordering::Relaxed);
     let progress =
@@ -349,21 +385,29 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
     run.measuring.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let client_cpu = (cpu_seconds() - cpu_before) / secs.max(1e-9);
-    run.stop.cancel();
+    run.end();
     ticker.abort();
     if progress {
         // The table starts on a line of its own, not after the progress.
         eprint!("\r\x1b[2K");
     }
-    let mut hist = new_histogram();
     for task in tasks {
-        hist.add(task.await.context("connection task")?)
-            .context("merging histograms")?;
+        task.await.context("connection task")?;
     }
-    let replies = run.counters.replies.load(Ordering::Relaxed);
+    let (mut hist, mut rx_bytes) = (new_histogram(), 0);
+    for thread in &threads {
+        let seen = run.clone();
+        let recorder = thread
+            .spawn(async move { Recorder::take_here(&seen.seconds) })
+            .await
+            .context("collecting a thread's results")?;
+        hist.add(&recorder.all).context("merging histograms")?;
+        rx_bytes += recorder.rx_bytes;
+    }
     Ok(Report {
+        replies: hist.len(),
         hist,
-        replies,
+        rx_bytes,
         secs,
         started: started_wall,
         seconds: run.seconds.take(),
@@ -389,62 +433,63 @@ async fn show_progress(run: Arc<Run>, started: Instant, enabled: bool) {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let mut last = 0;
     loop {
         tick.tick().await;
-        let replies = run.counters.replies.load(Ordering::Relaxed);
         let elapsed = started.elapsed();
         let second = run.unix_second(Instant::now()).saturating_sub(1);
-        let p99 = run
-            .seconds
-            .p99_us(second)
-            .map_or_else(|| "-".to_string(), |p| format!("{p:.0} us"));
+        let (replies, p99) = match run.seconds.replies_and_p99_us(second) {
+            Some((replies, p99)) => (replies, format!("{p99:.0} us")),
+            None => (0, "-".to_string()),
+        };
         eprint!(
-            "\r\x1b[2K  {:>10} req/s  p99 {p99}  errors {}  {:.0} s left",
-            replies - last,
+            "\r\x1b[2K  {replies:>10} req/s  p99 {p99}  errors {}  {:.0} s left",
             run.counters.errors.load(Ordering::Relaxed) + run.counters.lost.load(Ordering::Relaxed),
             run.args.duration.saturating_sub(elapsed).as_secs_f64()
         );
-        last = replies;
     }
 }
 
 /// A stream connection, closed or open loop.
-async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
+async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
     if run.args.reconnect {
         return reconnect_loop(conn, run).await;
     }
     let stream = run.connector.connect().await?;
     run.go.cancelled().await;
-    let (reader, writer) = tokio::io::split(stream);
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
     match run.args.rate {
-        None => closed_loop(conn, run, &mut reader, writer).await,
+        None => closed_loop(conn, run, stream).await,
         Some(rate) => {
             let per_conn = rate / run.args.conns as f64;
-            open_loop(conn, run, per_conn, &mut reader, writer).await
+            open_loop(conn, run, per_conn, stream).await
         }
     }
 }
 
 /// `--reconnect`: connect (and shake hands), send one request, read its
 /// reply, close; latency runs from the connect to the reply.
-async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
-    let mut hist = Recorder::default();
+async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<()> {
     run.go.cancelled().await;
     let (mut request, mut reply) = (Vec::new(), Vec::new());
+    let mut replies = Replies::new(run.args.size);
     for seq in 0.. {
         request.clear();
         write_request(conn, seq, run.args.size, &mut request);
         let started = Instant::now();
+        replies.clear();
         let once = async {
-            let mut stream = BufReader::new(run.connector.connect().await?);
-            stream.get_mut().write_all(&request).await?;
-            reply.clear();
-            if stream.read_until(b'\n', &mut reply).await? == 0 {
-                bail!("server closed the connection");
+            let mut stream = run.connector.connect().await?;
+            stream.write_all(&request).await?;
+            loop {
+                if replies.fill(&mut stream).await? == 0 {
+                    bail!("server closed the connection");
+                }
+                if let Some(line) = replies.next_line() {
+                    reply.clear();
+                    reply.extend_from_slice(line);
+                    break;
+                }
             }
-            let _ = stream.get_mut().shutdown().await;
+            let _ = stream.shutdown().await;
             Ok(())
         };
         tokio::select! {
@@ -452,73 +497,74 @@ async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
             _ = run.stop.cancelled() => break,
             done = once => done?,
         }
-        run.reply(&mut hist, &reply, &request, started);
+        run.reply(&reply, &request, started, Instant::now());
     }
-    Ok(hist)
+    Ok(())
 }
 
-async fn closed_loop<R, W>(
+/// Each connection keeps `--pipeline` requests outstanding: it sends them,
+/// handles every reply a read brings, and sends as many again.
+async fn closed_loop(
     conn: usize,
     run: &Run,
-    reader: &mut BufReader<R>,
-    mut writer: W,
-) -> anyhow::Result<Recorder>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+    mut stream: Box<dyn ClientStream>,
+) -> anyhow::Result<()> {
     let size = run.args.size;
-    let mut hist = Recorder::default();
     let mut outstanding = VecDeque::with_capacity(run.args.pipeline);
     let mut next_seq = 0u64;
     let mut out = Vec::with_capacity(size * run.args.pipeline);
-    let mut line = Vec::with_capacity(size * 2);
+    let mut replies = Replies::new(size);
     let mut expected = Vec::with_capacity(size);
+    // Registered once, not once per read.
+    let stop = run.stop.cancelled();
+    tokio::pin!(stop);
     let mut to_send = run.args.pipeline;
-    loop {
+    while !run.has_ended() {
+        let sent = Instant::now();
         for _ in 0..to_send {
             write_request(conn, next_seq, size, &mut out);
-            outstanding.push_back((next_seq, Instant::now()));
+            outstanding.push_back((next_seq, sent));
             next_seq += 1;
         }
-        writer.write_all(&out).await?;
+        tokio::select! {
+            biased;
+            written = stream.write_all(&out) => written?,
+            _ = &mut stop => break,
+        }
         out.clear();
         to_send = 0;
-        // Every reply already buffered is handled before the next write.
-        loop {
-            line.clear();
+        while to_send == 0 {
             let n = tokio::select! {
                 biased;
-                _ = run.stop.cancelled() => return Ok(hist),
-                n = reader.read_until(b'\n', &mut line) => n?,
+                n = replies.fill(&mut stream) => n?,
+                _ = &mut stop => return Ok(()),
             };
             if n == 0 {
                 bail!("server closed the connection");
             }
-            let (seq, sent) = outstanding.pop_front().context("reply without a request")?;
-            expected.clear();
-            write_request(conn, seq, size, &mut expected);
-            run.reply(&mut hist, &line, &expected, sent);
-            to_send += 1;
-            if memchr::memchr(b'\n', reader.buffer()).is_none() {
-                break;
+            let now = Instant::now();
+            while let Some(line) = replies.next_line() {
+                let (seq, sent) = outstanding.pop_front().context("reply without a request")?;
+                expected.clear();
+                write_request(conn, seq, size, &mut expected);
+                run.reply(line, &expected, sent, now);
+                to_send += 1;
             }
         }
     }
+    Ok(())
 }
 
-async fn open_loop<R, W>(
+/// `--rate`: requests leave on a schedule whatever the replies do, and
+/// each one's latency runs from when it was due.
+async fn open_loop(
     conn: usize,
     run: &Run,
     rate: f64,
-    reader: &mut BufReader<R>,
-    mut writer: W,
-) -> anyhow::Result<Recorder>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+    stream: Box<dyn ClientStream>,
+) -> anyhow::Result<()> {
     let size = run.args.size;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let intended: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let send = async {
@@ -542,38 +588,41 @@ where
         Ok(())
     };
     let receive = async {
-        let mut hist = Recorder::default();
-        let mut line = Vec::new();
+        let mut replies = Replies::new(size);
+        let mut expected = Vec::with_capacity(size);
         loop {
-            line.clear();
             let n = tokio::select! {
                 biased;
-                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(hist),
-                n = reader.read_until(b'\n', &mut line) => n?,
+                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
+                n = replies.fill(&mut reader) => n?,
             };
             if n == 0 {
                 bail!("server closed the connection");
             }
-            let (seq, due) = intended
-                .lock()
-                .await
-                .pop_front()
-                .context("reply without a request")?;
-            run.reply(&mut hist, &line, &request(conn, seq, size), due);
+            let now = Instant::now();
+            while let Some(line) = replies.next_line() {
+                let (seq, due) = intended
+                    .lock()
+                    .await
+                    .pop_front()
+                    .context("reply without a request")?;
+                expected.clear();
+                write_request(conn, seq, size, &mut expected);
+                run.reply(line, &expected, due, now);
+            }
         }
     };
-    let (sent, hist) = tokio::join!(send, receive);
+    let (sent, received) = tokio::join!(send, receive);
     sent?;
-    hist
+    received
 }
 
 /// A UDP or Unix datagram socket keeping `--pipeline` datagrams in flight
 /// (or sending at `--rate`), replacing those unanswered after the loss timeout.
-async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
+async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
     let sock = DatagramSocket::connect(&run.endpoint).await?;
     run.go.cancelled().await;
     let size = run.args.size;
-    let mut hist = Recorder::default();
     let mut in_flight: HashMap<u64, Instant> = HashMap::new();
     let mut next_seq = 0u64;
     let mut buf = vec![0; 65_536];
@@ -612,11 +661,12 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<Recorder> {
         };
         tokio::select! {
             biased;
-            _ = run.stop.cancelled() => return Ok(hist),
+            _ = run.stop.cancelled() => return Ok(()),
             received = sock.recv(&mut buf) => {
                 let reply = &buf[..received?];
+                let now = Instant::now();
                 match seq_of_reply(reply, size).and_then(|seq| in_flight.remove(&seq).map(|t| (seq, t))) {
-                    Some((seq, sent)) => run.reply(&mut hist, reply, &request(conn, seq, size), sent),
+                    Some((seq, sent)) => run.reply(reply, &request(conn, seq, size), sent, now),
                     None => run.count(&run.counters.late, 1),
                 }
             }
@@ -702,7 +752,7 @@ impl Report {
             "replies": self.replies,
             "rps": self.rps(),
             "mib_s": self.rps() * a.size as f64 / (1024.0 * 1024.0),
-            "rx_mib_s": c.rx_bytes.load(Ordering::Relaxed) as f64 / self.secs.max(1e-9) / (1024.0 * 1024.0),
+            "rx_mib_s": self.rx_bytes as f64 / self.secs.max(1e-9) / (1024.0 * 1024.0),
             "mean_us": self.hist.mean() / 1000.0,
             "p50_us": self.micros(0.5),
             "p90_us": self.micros(0.9),

@@ -7,6 +7,7 @@
 //! Histograms travel as HdrHistogram's V2 compressed encoding in base64,
 //! the form its own tools and interval logs use.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,8 +23,9 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// A second's latencies: 2 significant digits (1%), a tenth of the
-/// memory of the run's own histogram, since every connection keeps one.
+/// A second's latencies as the run keeps them: 2 significant digits (1%),
+/// a tenth of the memory of the run's own histogram, since a long run
+/// keeps one for every second.
 pub fn new_second_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds")
 }
@@ -40,10 +42,10 @@ impl Seconds {
         }
     }
 
-    /// The p99 of one second so far, for the progress line.
-    pub fn p99_us(&self, second: u64) -> Option<f64> {
+    /// Replies and p99 of one second so far, for the progress line.
+    pub fn replies_and_p99_us(&self, second: u64) -> Option<(u64, f64)> {
         let seconds = self.0.lock().ok()?;
-        seconds.get(&second).map(|h| micros(h, 0.99))
+        seconds.get(&second).map(|h| (h.len(), micros(h, 0.99)))
     }
 
     pub fn take(&self) -> BTreeMap<u64, Histogram<u64>> {
@@ -54,33 +56,59 @@ impl Seconds {
     }
 }
 
-/// One connection's latencies: all of them, and the current second's,
-/// handed to the shared `Seconds` once the second is over (a lock per
-/// connection per second, not per reply).
+/// One thread's latencies: the seconds already over, and the current
+/// second's, handed to the shared `Seconds` once it is over (a lock per
+/// thread per second, not per reply).
+///
+/// Every connection on a thread records into its thread's recorder. One
+/// per connection made 50 connections keep 50 pairs of histograms of about
+/// 230 KiB, and recording into them was the costliest user-space function
+/// of the client (perf: 2.2% of its CPU, half of it cache misses).
 #[derive(Debug)]
 pub struct Recorder {
     pub all: Histogram<u64>,
     second: Histogram<u64>,
     current: Option<u64>,
+    /// Reply bytes received while measuring.
+    pub rx_bytes: u64,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             all: new_histogram(),
-            second: new_second_histogram(),
+            second: new_histogram(),
             current: None,
+            rx_bytes: 0,
         }
     }
 }
 
+thread_local! {
+    static THIS_THREAD: RefCell<Recorder> = RefCell::new(Recorder::default());
+}
+
 impl Recorder {
+    /// Records one reply on the calling thread's recorder.
+    pub fn record_here(nanos: u64, reply_len: usize, unix_second: u64, seconds: &Seconds) {
+        THIS_THREAD.with_borrow_mut(|here| {
+            here.rx_bytes += reply_len as u64;
+            here.record(nanos, unix_second, seconds);
+        });
+    }
+
+    /// The calling thread's recorder, every second handed over.
+    pub fn take_here(seconds: &Seconds) -> Recorder {
+        let mut here = THIS_THREAD.take();
+        here.flush(seconds);
+        here
+    }
+
     pub fn record(&mut self, nanos: u64, unix_second: u64, seconds: &Seconds) {
         if self.current != Some(unix_second) {
             self.flush(seconds);
             self.current = Some(unix_second);
         }
-        self.all.saturating_record(nanos.max(1));
         self.second.saturating_record(nanos.max(1));
     }
 
@@ -89,6 +117,8 @@ impl Recorder {
             && !self.second.is_empty()
         {
             seconds.add(second, &self.second);
+            // Cannot fail: both have the same bounds.
+            let _ = self.all.add(&self.second);
             self.second.reset();
         }
     }
@@ -208,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn seconds_collect_what_each_connection_recorded() {
+    fn seconds_collect_what_each_thread_recorded() {
         let seconds = Seconds::default();
         let (mut a, mut b) = (Recorder::default(), Recorder::default());
         a.record(1_000, 10, &seconds);

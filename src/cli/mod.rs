@@ -15,6 +15,7 @@ macro_rules! say {
 
 pub mod bench;
 mod bench_merge;
+mod bench_replies;
 mod bench_report;
 mod bench_results;
 pub mod check_config;
