@@ -59,10 +59,9 @@ fn bench_reports_clean_runs_on_tcp_udp_and_unix() {
         ],
         3,
     );
-    assert_clean_run(&bench_json(
-        &format!("tcp://{}", server.addr(0)),
-        &["--pipeline", "4"],
-    ));
+    let closed = bench_json(&format!("tcp://{}", server.addr(0)), &["--pipeline", "4"]);
+    assert_clean_run(&closed);
+    assert!(closed["send_lag"].is_null(), "{closed}");
     assert_clean_run(&bench_json(
         &format!("udp://{}", server.addr(1)),
         &["--pipeline", "4"],
@@ -71,6 +70,13 @@ fn bench_reports_clean_runs_on_tcp_udp_and_unix() {
     let open = bench_json(&format!("tcp://{}", server.addr(0)), &["--rate", "2000"]);
     assert_clean_run(&open);
     assert_eq!(open["rate"].as_f64(), Some(2000.0));
+    // How late requests left: reported for open loop, part of its latency.
+    let lag = &open["send_lag"];
+    let lag_p50 = lag["p50_us"].as_f64().unwrap();
+    assert!(lag_p50 <= lag["max_us"].as_f64().unwrap(), "{open}");
+    let open_udp = bench_json(&format!("udp://{}", server.addr(1)), &["--rate", "2000"]);
+    assert_clean_run(&open_udp);
+    assert!(open_udp["send_lag"]["p99_us"].is_f64(), "{open_udp}");
 }
 
 #[test]

@@ -71,6 +71,10 @@ pub struct Recorder {
     current: Option<u64>,
     /// Reply bytes received while measuring.
     pub rx_bytes: u64,
+    /// Open loop: how late each request left after it was due. Latency
+    /// counts from the due time, so this is the part of every latency
+    /// that is the load generator's, not the server's.
+    pub send_lag: Histogram<u64>,
 }
 
 impl Default for Recorder {
@@ -80,6 +84,7 @@ impl Default for Recorder {
             second: new_histogram(),
             current: None,
             rx_bytes: 0,
+            send_lag: new_histogram(),
         }
     }
 }
@@ -95,6 +100,11 @@ impl Recorder {
             here.rx_bytes += reply_len as u64;
             here.record(nanos, unix_second, seconds);
         });
+    }
+
+    /// Records how late a request left, on the calling thread's recorder.
+    pub fn send_lag_here(nanos: u64) {
+        THIS_THREAD.with_borrow_mut(|here| here.send_lag.saturating_record(nanos.max(1)));
     }
 
     /// The calling thread's recorder, every second handed over.
