@@ -11,7 +11,11 @@ unpinned where the section says. Every run is one JSON line on stdout:
      client CPU;
   2. unpinned, 50 conns, pipeline 16: tsecho bench --threads 1 and 2
      against a server with --threads 2;
-  3. open loop, 1 connection, --rate 100 and 1000, against closed loop.
+  3. open loop, 1 connection, --rate 100 and 1000, against closed loop,
+     with how late requests left (send_lag); and sockperf ping-pong at
+     --mps 100 and --mps max against the same server's sockperf
+     listener, a C generator's view of the same low-rate effect (sockperf
+     prints half the round trip; only its ratios are compared).
 """
 import json
 import re
@@ -26,16 +30,21 @@ CHECK = ["--check"]
 
 
 class Server:
-    def __init__(self, threads, pin=True):
+    def __init__(self, threads, pin=True, listeners=("tcp://127.0.0.1:0",)):
         cmd = ([] if not pin else ["taskset", "-c", "0"]) + [
-            BIN, "serve", "--threads", str(threads), "-l", "tcp://127.0.0.1:0"]
+            BIN, "serve", "--threads", str(threads)]
+        for url in listeners:
+            cmd += ["-l", url]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        while True:
+        self.addrs = []
+        while len(self.addrs) < len(listeners):
             line = self.proc.stderr.readline()
-            m = re.search(r"listening on tcp://(\S+)", line)
+            if not line:
+                sys.exit("the server ended before listening")
+            m = re.search(r"listening on \S+://(\S+)", line)
             if m:
-                self.addr = m.group(1)
-                break
+                self.addrs.append(m.group(1))
+        self.addr = self.addrs[0]
 
     def stop(self):
         self.proc.terminate()
@@ -49,8 +58,22 @@ def run(cmd):
 def bench(addr, *args, pin=True):
     cmd = (["taskset", "-c", "1"] if pin else []) + [BIN, "bench", f"tcp://{addr}", "--json", *args]
     r = run(cmd)
-    return dict(rps=r["rps"], p50_us=r["p50_us"], p90_us=r["p90_us"], p99_us=r["p99_us"],
-                client_cpu=r["client_cpu"], replies_per_cpu_s=r["rps"] / max(r["client_cpu"], 1e-9))
+    row = dict(rps=r["rps"], p50_us=r["p50_us"], p90_us=r["p90_us"], p99_us=r["p99_us"],
+               client_cpu=r["client_cpu"], replies_per_cpu_s=r["rps"] / max(r["client_cpu"], 1e-9))
+    if r.get("send_lag"):
+        row.update(send_lag_p50_us=r["send_lag"]["p50_us"], send_lag_p99_us=r["send_lag"]["p99_us"])
+    return row
+
+
+def sockperf(addr, mps):
+    """sockperf ping-pong over TCP; its percentiles are half round trips."""
+    host, port = addr.rsplit(":", 1)
+    out = subprocess.run(["taskset", "-c", "1", "sockperf", "ping-pong", "--tcp", "-i", host,
+                          "-p", port, "-t", "4", "--mps", mps, "--msg-size", "64"],
+                         capture_output=True, text=True, check=True).stdout
+    pct = {float(m.group(1)): float(m.group(2))
+           for m in re.finditer(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
+    return dict(p50_half_rtt_us=pct[50.0], p99_half_rtt_us=pct[99.0])
 
 
 def lineload(addr, *args):
@@ -72,6 +95,8 @@ def main():
         emit(section="closed P=1", round=rnd, client="tsecho bench",
              **bench(server.addr, "--conns", "50", "--pipeline", "1", "--size", "64",
                      "--warmup", "1s", "--duration", "4s", "--threads", "1"))
+    server.stop()
+    server = Server(1, listeners=("tcp://127.0.0.1:0", "sockperf+tcp://127.0.0.1:0"))
     for rnd in range(1, ROUNDS + 1):
         closed = bench(server.addr, "--conns", "1", "--warmup", "0.5s", "--duration", "4s",
                        "--threads", "1")
@@ -80,6 +105,9 @@ def main():
             emit(section="open loop", round=rnd, client=f"--rate {rate}",
                  **bench(server.addr, "--conns", "1", "--rate", rate, "--warmup", "0.5s",
                          "--duration", "4s", "--threads", "1"))
+        for mps in ["max", "100"]:
+            emit(section="open loop", round=rnd, client=f"sockperf --mps {mps}",
+                 **sockperf(server.addrs[1], mps))
     server.stop()
     server = Server(2, pin=False)
     for rnd in range(1, ROUNDS + 1):
