@@ -2,6 +2,7 @@
 """tsecho bench measured against the shared harness's lineload (issue 16).
 
     scripts/bench-figures.py TSECHO_BIN LINELOAD_BIN [ROUNDS]
+    ONLY=closed scripts/bench-figures.py ...   # one section: closed, open, threads
 
 One tsecho server per section, on CPU 0; clients on CPU 1 (pinned) or
 unpinned where the section says. Every run is one JSON line on stdout:
@@ -18,6 +19,7 @@ unpinned where the section says. Every run is one JSON line on stdout:
      prints half the round trip; only its ratios are compared).
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +29,11 @@ ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 # tsecho bench checks that every reply ends with its request; lineload
 # does so only with --check. Without it the two do different work.
 CHECK = ["--check"]
+ONLY = os.environ.get("ONLY")
+
+
+def wanted(section):
+    return ONLY is None or ONLY == section
 
 
 class Server:
@@ -88,7 +95,7 @@ def emit(**row):
 
 def main():
     server = Server(1)
-    for rnd in range(1, ROUNDS + 1):
+    for rnd in range(1, ROUNDS + 1 if wanted("closed") else 1):
         emit(section="closed P=1", round=rnd, client="lineload",
              **lineload(server.addr, "--conns", "50", "--pipeline", "1", "--size", "64",
                         "--warmup", "1", "--duration", "4", "--threads", "1", *CHECK))
@@ -97,7 +104,7 @@ def main():
                      "--warmup", "1s", "--duration", "4s", "--threads", "1"))
     server.stop()
     server = Server(1, listeners=("tcp://127.0.0.1:0", "sockperf+tcp://127.0.0.1:0"))
-    for rnd in range(1, ROUNDS + 1):
+    for rnd in range(1, ROUNDS + 1 if wanted("open") else 1):
         closed = bench(server.addr, "--conns", "1", "--warmup", "0.5s", "--duration", "4s",
                        "--threads", "1")
         emit(section="open loop", round=rnd, client="closed loop, 1 conn", **closed)
@@ -110,7 +117,7 @@ def main():
                  **sockperf(server.addrs[1], mps))
     server.stop()
     server = Server(2, pin=False)
-    for rnd in range(1, ROUNDS + 1):
+    for rnd in range(1, ROUNDS + 1 if wanted("threads") else 1):
         for threads in ["1", "2"]:
             emit(section="unpinned P=16", round=rnd, client=f"tsecho bench --threads {threads}",
                  **bench(server.addr, "--conns", "50", "--pipeline", "16", "--size", "64",
