@@ -405,6 +405,22 @@ fn the_stamp_sender_measures_against_an_independent_reflector() {
     assert_eq!(report["loss_percent"], 0.0, "{report}");
 }
 
+/// libfaketime itself, preloaded the way the `faketime` command does it.
+/// The command forks the program and waits: killing it, as a test's
+/// server is killed, left the server running after the test.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    let mut dirs = vec![
+        std::path::PathBuf::from("/usr/lib/faketime"),
+        std::path::PathBuf::from("/usr/local/lib/faketime"),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|entry| entry.path().join("faketime")));
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join("libfaketime.so.1"))
+        .find(|lib| lib.exists())
+}
+
 /// A server whose clock libfaketime shifts (the user clock: libfaketime
 /// shifts only the clock reads a process makes): ping's offset is within
 /// its stated uncertainty of the shift, over TCP, UDP and STAMP.
@@ -413,11 +429,14 @@ fn ping_finds_a_shifted_server_clock_within_its_uncertainty() {
     if !common::have_tool("faketime") {
         return;
     }
+    let lib = libfaketime().expect("faketime is installed but libfaketime.so.1 is not");
     for shift in [2.5f64, -1.25] {
-        let mut command = std::process::Command::new("faketime");
+        let mut command = std::process::Command::new(common::tsecho_bin());
         command
+            .env("LD_PRELOAD", &lib)
+            .env("FAKETIME", format!("{shift:+}s"))
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .args(["-f", &format!("{shift:+}s"), common::tsecho_bin(), "serve"])
+            .arg("serve")
             .args(["--stamp-clock", "user", "--format", "unix-us"])
             .args(["-l", "tcp://127.0.0.1:0", "-l", "udp://127.0.0.1:0"])
             .args(["-l", "rfc8762+udp://127.0.0.1:0"]);
