@@ -214,6 +214,53 @@ fn echo_server(n: usize) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<()>
     (addr, rx)
 }
 
+/// Open loop spreads `--rate` over the connections' schedules: with 4
+/// connections at 20 requests a second, the connections' first requests
+/// arrive about 50 ms apart (150 ms from first to last), not in one burst.
+#[test]
+fn open_loop_requests_of_many_connections_are_spaced_not_bursts() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Instant;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, first_lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut writer = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                let mut line = Vec::new();
+                let mut first = true;
+                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    if std::mem::take(&mut first) {
+                        let _ = tx.send(Instant::now());
+                    }
+                    if writer.write_all(&line).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let result = bench(
+        &format!("tcp://{addr}"),
+        &["--rate", "20", "--duration", "0.5s", "--threads", "1"],
+    );
+    assert_eq!(result["errors"], 0, "{result}");
+    let arrivals: Vec<Instant> = first_lines.try_iter().collect();
+    assert_eq!(arrivals.len(), 4, "one first request per connection");
+    let first = arrivals.iter().min().unwrap();
+    let last = arrivals.iter().max().unwrap();
+    let spread = last.duration_since(*first);
+    assert!(
+        spread >= std::time::Duration::from_millis(75),
+        "the 4 connections' first requests arrived within {spread:?}"
+    );
+}
+
 /// Ctrl-C keeps what was measured: the table (or --json) comes out,
 /// marked as interrupted, with exit status 130.
 #[test]

@@ -116,6 +116,8 @@ struct Run {
     endpoint: Endpoint,
     /// Opens stream connections; TLS settings read once.
     connector: Connector,
+    /// Event loops the connections are dealt out among.
+    threads: usize,
     measuring: AtomicBool,
     /// When measuring began, by both clocks (the wall clock in Unix
     /// nanoseconds): replies are filed under the wall-clock second they
@@ -217,6 +219,43 @@ fn spin_lead(interval: Duration) -> Duration {
     (interval / 4).min(Duration::from_micros(500))
 }
 
+/// Open loop: when each request of one connection is due. The
+/// connections' schedules interleave, so that `--rate` requests a second
+/// leave evenly spaced rather than in bursts of `--conns` at once.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    lead: Duration,
+}
+
+impl Schedule {
+    fn new(run: &Run, conn: usize, rate: f64) -> Self {
+        let conns = run.args.conns.max(1);
+        let interval = Duration::from_secs_f64(conns as f64 / rate.max(1e-3));
+        let offset = interval.mul_f64(conn as f64 / conns as f64);
+        // The spin holds up the thread's other connections: its lead is
+        // bounded by how far apart the thread's requests are due.
+        let on_this_thread = conns.div_ceil(run.threads.max(1));
+        let lead = spin_lead(interval / on_this_thread as u32);
+        Schedule {
+            start: Instant::now() + offset,
+            interval,
+            lead,
+        }
+    }
+
+    fn due(&self, seq: u64) -> Instant {
+        self.start + self.interval.mul_f64(seq as f64)
+    }
+
+    /// When to stop sleeping for request `seq` and spin.
+    fn wake(&self, seq: u64) -> Instant {
+        let due = self.due(seq);
+        due.checked_sub(self.lead).unwrap_or(due)
+    }
+}
+
 fn spin_until(due: Instant) {
     while Instant::now() < due {
         std::hint::spin_loop();
@@ -290,6 +329,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         args,
         endpoint,
         connector,
+        threads,
         measuring: AtomicBool::new(false),
         measured_from: OnceLock::new(),
         go: CancellationToken::new(),
@@ -478,10 +518,7 @@ async fn stream_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
     run.go.cancelled().await;
     match run.args.rate {
         None => closed_loop(conn, run, stream).await,
-        Some(rate) => {
-            let per_conn = rate / run.args.conns as f64;
-            open_loop(conn, run, per_conn, stream).await
-        }
+        Some(rate) => open_loop(conn, run, Schedule::new(run, conn, rate), stream).await,
     }
 }
 
@@ -580,25 +617,22 @@ async fn closed_loop(
 async fn open_loop(
     conn: usize,
     run: &Run,
-    rate: f64,
+    schedule: Schedule,
     stream: Box<dyn ClientStream>,
 ) -> anyhow::Result<()> {
     let size = run.args.size;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let intended: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let send = async {
-        let start = Instant::now();
         let mut out = Vec::with_capacity(size);
         // tokio's timer rounds up to the millisecond: every request would
         // leave up to 1 ms late, and that lateness would count as latency.
         let mut timer = PreciseTimer::default();
-        let lead = spin_lead(interval);
         for seq in 0u64.. {
-            let due = start + interval.mul_f64(seq as f64);
+            let due = schedule.due(seq);
             tokio::select! {
                 _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
-                () = timer.sleep_until(Some(due.checked_sub(lead).unwrap_or(due))) => {}
+                () = timer.sleep_until(Some(schedule.wake(seq))) => {}
             }
             spin_until(due);
             out.clear();
@@ -649,29 +683,22 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
     let mut next_seq = 0u64;
     let mut buf = vec![0; 65_536];
     let mut out = Vec::with_capacity(size);
-    let pace = run
-        .args
-        .rate
-        .map(|rate| Duration::from_secs_f64(run.args.conns as f64 / rate.max(1e-3)));
-    let start = Instant::now();
+    let schedule = run.args.rate.map(|rate| Schedule::new(run, conn, rate));
     let mut timer = PreciseTimer::default();
-    let lead = pace.map_or(Duration::ZERO, spin_lead);
     loop {
         // Closed loop: fill the window. Open loop: send what is due, or
         // due within the spin lead.
         loop {
-            let due = match pace {
+            let due = match schedule {
                 None if in_flight.len() < run.args.pipeline => Instant::now(),
                 None => break,
-                Some(pace) => start + pace.mul_f64(next_seq as f64),
+                Some(schedule) if schedule.wake(next_seq) > Instant::now() => break,
+                Some(schedule) => schedule.due(next_seq),
             };
-            if due > Instant::now() + lead {
-                break;
-            }
             spin_until(due);
             out.clear();
             write_request(conn, next_seq, size, &mut out);
-            if pace.is_some() {
+            if schedule.is_some() {
                 run.sending_late(due);
             }
             sock.send(&out).await?;
@@ -679,11 +706,10 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
             next_seq += 1;
         }
         let oldest = in_flight.values().min().copied();
-        let wake = match (oldest, pace) {
+        let wake = match (oldest, schedule) {
             (Some(t), None) => t + run.args.loss_timeout,
-            (oldest, Some(pace)) => {
-                let next = start + pace.mul_f64(next_seq as f64);
-                let next = next.checked_sub(lead).unwrap_or(next);
+            (oldest, Some(schedule)) => {
+                let next = schedule.wake(next_seq);
                 oldest.map_or(next, |t| next.min(t + run.args.loss_timeout))
             }
             (None, None) => Instant::now(),
