@@ -532,4 +532,21 @@ fn ping_reports_the_handshake_and_bench_reconnects_over_tls() {
     assert!(report["replies"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["mismatches"], 0, "{report}");
+
+    // Kept connections, closed and open loop, over TLS too.
+    for load in [["--pipeline", "4"], ["--rate", "400"]] {
+        let bench = Command::new(tsecho_bin())
+            .args(["bench", &url, "--ca", &ca, "--conns", "2"])
+            .args(load)
+            .args(["--duration", "0.5s", "--warmup", "0s", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+        assert!(
+            report["replies"].as_u64().unwrap() > 0,
+            "{load:?}: {report}"
+        );
+        assert_eq!(report["errors"], 0, "{load:?}: {report}");
+        assert_eq!(report["mismatches"], 0, "{load:?}: {report}");
+    }
 }
