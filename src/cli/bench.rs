@@ -27,7 +27,9 @@ use tsecho::client::{ClientStream, Connector, DatagramSocket};
 use tsecho::fault::PreciseTimer;
 use tsecho::tls::client::ClientTlsArgs;
 
+use super::bench_end::End;
 use super::bench_replies::Replies;
+use super::bench_request::{answers, seq_of_reply, write_request};
 use super::bench_results::{
     Interval, Recorder, Seconds, encode, micros, new_histogram, write_hdr_log,
 };
@@ -125,11 +127,8 @@ struct Run {
     measured_from: OnceLock<(Instant, u64)>,
     /// Connections wait for this before sending (--start-at).
     go: CancellationToken,
-    /// Wakes connections waiting on the server when the run ends.
-    stop: CancellationToken,
-    /// The same news for a connection that is not waiting: a load, not the
-    /// lock that asking the token takes.
-    stopped: AtomicBool,
+    /// Ends every connection: those waiting on the server, and those not.
+    end: End,
     counters: Counters,
     seconds: Seconds,
     /// Errors and losses per wall-clock second.
@@ -146,12 +145,11 @@ impl Run {
     }
 
     fn end(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        self.stop.cancel();
+        self.end.end();
     }
 
     fn has_ended(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed)
+        self.end.has_ended()
     }
 
     /// The wall-clock second `at` falls in.
@@ -182,8 +180,9 @@ impl Run {
         }
     }
 
-    /// Records one correct or mismatched reply, read at `now`.
-    fn reply(&self, reply: &[u8], expected: &[u8], since: Instant, now: Instant) {
+    /// Records one reply, read at `now`; `answers`: whether it ends with
+    /// its request.
+    fn reply(&self, reply: &[u8], answers: bool, since: Instant, now: Instant) {
         if !self.is_measuring() {
             return;
         }
@@ -197,7 +196,7 @@ impl Run {
                 return;
             }
         }
-        if !reply.ends_with(expected) {
+        if !answers {
             self.count(&self.counters.mismatches, 1);
         }
         let nanos = now
@@ -262,49 +261,6 @@ fn spin_until(due: Instant) {
     }
 }
 
-/// Writes request `seq` of connection `conn`: exactly `size` bytes. It is
-/// written twice per reply (sent, then expected), so by hand: through
-/// `write!` it was the client's second costliest function.
-fn write_request(conn: usize, seq: u64, size: usize, out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 26] = b"abcdefghijklmnopqrstuvwxyz";
-    let start = out.len();
-    push_hex(out, conn as u64);
-    out.push(b':');
-    push_hex(out, seq);
-    out.push(b'|');
-    let mut filler = size.saturating_sub(out.len() - start + 1);
-    while filler > 0 {
-        let n = filler.min(ALPHABET.len());
-        out.extend_from_slice(&ALPHABET[..n]);
-        filler -= n;
-    }
-    out.push(b'\n');
-}
-
-/// `n` in lower-case hex, no leading zeros, as `{n:x}` writes it.
-fn push_hex(out: &mut Vec<u8>, n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
-    for shift in (0..digits).rev().map(|d| d * 4) {
-        out.push(DIGITS[((n >> shift) & 0xf) as usize]);
-    }
-}
-
-fn request(conn: usize, seq: u64, size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size);
-    write_request(conn, seq, size, &mut out);
-    out
-}
-
-/// The sequence number in a datagram reply, read from the request it ends with.
-fn seq_of_reply(reply: &[u8], size: usize) -> Option<u64> {
-    let request = reply.get(reply.len().checked_sub(size)?..)?;
-    let colon = request.iter().position(|&b| b == b':')?;
-    let bar = request.iter().position(|&b| b == b'|')?;
-    let hex = std::str::from_utf8(request.get(colon + 1..bar)?).ok()?;
-    u64::from_str_radix(hex, 16).ok()
-}
-
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let url = match (&args.command, &args.url) {
         (Some(BenchCommand::Merge(merge)), _) => return super::bench_merge::run(merge.clone()),
@@ -333,8 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         measuring: AtomicBool::new(false),
         measured_from: OnceLock::new(),
         go: CancellationToken::new(),
-        stop: CancellationToken::new(),
-        stopped: AtomicBool::new(false),
+        end: End::default(),
         counters: Counters::default(),
         seconds: Seconds::default(),
         failures: Default::default(),
@@ -407,7 +362,7 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = run.stop.cancelled() => {}
+            () = run.end.wait() => {}
             _ = sigint.recv() => interrupted = true,
         }
     }
@@ -415,7 +370,7 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
     if !interrupted {
         tokio::select! {
             _ = tokio::time::sleep(run.args.warmup) => {}
-            _ = run.stop.cancelled() => {}
+            () = run.end.wait() => {}
             _ = sigint.recv() => interrupted = true,
         }
     }
@@ -434,7 +389,7 @@ async fn drive(run: Arc<Run>, threads: Vec<tokio::runtime::Handle>) -> anyhow::R
     if !interrupted {
         tokio::select! {
             _ = tokio::time::sleep(run.args.duration) => {}
-            _ = run.stop.cancelled() => {}
+            () = run.end.wait() => {}
             _ = sigint.recv() => interrupted = true,
         }
     }
@@ -528,6 +483,8 @@ async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<()> {
     run.go.cancelled().await;
     let (mut request, mut reply) = (Vec::new(), Vec::new());
     let mut replies = Replies::new(run.args.size);
+    let ended = run.end.wait();
+    tokio::pin!(ended);
     for seq in 0.. {
         request.clear();
         write_request(conn, seq, run.args.size, &mut request);
@@ -551,10 +508,10 @@ async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<()> {
         };
         tokio::select! {
             biased;
-            _ = run.stop.cancelled() => break,
+            () = &mut ended => break,
             done = once => done?,
         }
-        run.reply(&reply, &request, started, Instant::now());
+        run.reply(&reply, reply.ends_with(&request), started, Instant::now());
     }
     Ok(())
 }
@@ -571,13 +528,13 @@ async fn closed_loop(
     let mut next_seq = 0u64;
     let mut out = Vec::with_capacity(size * run.args.pipeline);
     let mut replies = Replies::new(size);
-    let mut expected = Vec::with_capacity(size);
-    // Registered once, not once per read.
-    let stop = run.stop.cancelled();
-    tokio::pin!(stop);
+    let ended = run.end.wait();
+    tokio::pin!(ended);
     let mut to_send = run.args.pipeline;
+    // Requests leave right after the read whose replies made room for
+    // them: that read's clock reading serves as their send time too.
+    let mut sent = Instant::now();
     while !run.has_ended() {
-        let sent = Instant::now();
         for _ in 0..to_send {
             write_request(conn, next_seq, size, &mut out);
             outstanding.push_back((next_seq, sent));
@@ -586,7 +543,7 @@ async fn closed_loop(
         tokio::select! {
             biased;
             written = stream.write_all(&out) => written?,
-            _ = &mut stop => break,
+            () = &mut ended => break,
         }
         out.clear();
         to_send = 0;
@@ -594,17 +551,15 @@ async fn closed_loop(
             let n = tokio::select! {
                 biased;
                 n = replies.fill(&mut stream) => n?,
-                _ = &mut stop => return Ok(()),
+                () = &mut ended => return Ok(()),
             };
             if n == 0 {
                 bail!("server closed the connection");
             }
-            let now = Instant::now();
+            sent = Instant::now();
             while let Some(line) = replies.next_line() {
-                let (seq, sent) = outstanding.pop_front().context("reply without a request")?;
-                expected.clear();
-                write_request(conn, seq, size, &mut expected);
-                run.reply(line, &expected, sent, now);
+                let (seq, asked) = outstanding.pop_front().context("reply without a request")?;
+                run.reply(line, answers(line, conn, seq, size), asked, sent);
                 to_send += 1;
             }
         }
@@ -628,10 +583,12 @@ async fn open_loop(
         // tokio's timer rounds up to the millisecond: every request would
         // leave up to 1 ms late, and that lateness would count as latency.
         let mut timer = PreciseTimer::default();
+        let ended = run.end.wait();
+        tokio::pin!(ended);
         for seq in 0u64.. {
             let due = schedule.due(seq);
             tokio::select! {
-                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
+                () = &mut ended => return Ok::<_, anyhow::Error>(()),
                 () = timer.sleep_until(Some(schedule.wake(seq))) => {}
             }
             spin_until(due);
@@ -645,11 +602,12 @@ async fn open_loop(
     };
     let receive = async {
         let mut replies = Replies::new(size);
-        let mut expected = Vec::with_capacity(size);
+        let ended = run.end.wait();
+        tokio::pin!(ended);
         loop {
             let n = tokio::select! {
                 biased;
-                _ = run.stop.cancelled() => return Ok::<_, anyhow::Error>(()),
+                () = &mut ended => return Ok::<_, anyhow::Error>(()),
                 n = replies.fill(&mut reader) => n?,
             };
             if n == 0 {
@@ -662,9 +620,7 @@ async fn open_loop(
                     .await
                     .pop_front()
                     .context("reply without a request")?;
-                expected.clear();
-                write_request(conn, seq, size, &mut expected);
-                run.reply(line, &expected, due, now);
+                run.reply(line, answers(line, conn, seq, size), due, now);
             }
         }
     };
@@ -685,6 +641,8 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
     let mut out = Vec::with_capacity(size);
     let schedule = run.args.rate.map(|rate| Schedule::new(run, conn, rate));
     let mut timer = PreciseTimer::default();
+    let ended = run.end.wait();
+    tokio::pin!(ended);
     loop {
         // Closed loop: fill the window. Open loop: send what is due, or
         // due within the spin lead.
@@ -716,12 +674,12 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
         };
         tokio::select! {
             biased;
-            _ = run.stop.cancelled() => return Ok(()),
+            () = &mut ended => return Ok(()),
             received = sock.recv(&mut buf) => {
                 let reply = &buf[..received?];
                 let now = Instant::now();
                 match seq_of_reply(reply, size).and_then(|seq| in_flight.remove(&seq).map(|t| (seq, t))) {
-                    Some((seq, sent)) => run.reply(reply, &request(conn, seq, size), sent, now),
+                    Some((seq, sent)) => run.reply(reply, answers(reply, conn, seq, size), sent, now),
                     None => run.count(&run.counters.late, 1),
                 }
             }
@@ -865,21 +823,4 @@ fn parse_instant(text: &str) -> Result<SystemTime, String> {
         format!("{text:?} is not an RFC 3339 instant ({e}), e.g. 2026-12-03T15:00:00Z")
     })?;
     Ok(SystemTime::from(at))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_have_the_exact_size_and_their_sequence_number() {
-        let r = request(0x1f, 0xabc, 64);
-        assert_eq!(r.len(), 64);
-        assert!(r.starts_with(b"1f:abc|abc"));
-        assert!(r.ends_with(b"\n"));
-        let mut reply = b"[Wed Nov 25 09:05:03 2026] ".to_vec();
-        reply.extend_from_slice(&r);
-        assert_eq!(seq_of_reply(&reply, 64), Some(0xabc));
-        assert_eq!(seq_of_reply(b"short", 64), None);
-    }
 }

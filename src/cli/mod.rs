@@ -14,9 +14,11 @@ macro_rules! say {
 }
 
 pub mod bench;
+mod bench_end;
 mod bench_merge;
 mod bench_replies;
 mod bench_report;
+mod bench_request;
 mod bench_results;
 pub mod check_config;
 pub mod client;
