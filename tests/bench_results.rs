@@ -182,33 +182,42 @@ fn merge_refuses_what_is_not_a_bench_result() {
     assert!(err.contains("histogram"), "{err}");
 }
 
-/// An echo server of the test's own that says when it has answered `n`
-/// lines: the bench is then measuring (it runs with no warmup).
-fn echo_server(n: usize) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<()>) {
+/// An echo server of the test's own. `answered(i)` is called once the
+/// `i`th line (from 0) of a connection has been echoed.
+fn line_echo_server(answered: impl Fn(usize) + Clone + Send + 'static) -> std::net::SocketAddr {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let tx = tx.clone();
+            let answered = answered.clone();
             std::thread::spawn(move || {
                 let mut writer = conn.try_clone().unwrap();
                 let mut line = Vec::new();
                 let mut reader = BufReader::new(conn);
-                let mut answered = 0;
+                let mut lines = 0;
                 while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
                     if writer.write_all(&line).is_err() {
                         return;
                     }
                     line.clear();
-                    answered += 1;
-                    if answered == n {
-                        let _ = tx.send(());
-                    }
+                    answered(lines);
+                    lines += 1;
                 }
             });
+        }
+    });
+    addr
+}
+
+/// An echo server that says when one connection has answered `n` lines:
+/// the bench is then measuring (it runs with no warmup).
+fn echo_server(n: usize) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = line_echo_server(move |i| {
+        if i + 1 == n {
+            let _ = tx.send(());
         }
     });
     (addr, rx)
@@ -219,30 +228,11 @@ fn echo_server(n: usize) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<()>
 /// arrive about 50 ms apart (150 ms from first to last), not in one burst.
 #[test]
 fn open_loop_requests_of_many_connections_are_spaced_not_bursts() {
-    use std::io::{BufRead, BufReader, Write};
     use std::time::Instant;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, first_lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut writer = conn.try_clone().unwrap();
-                let mut reader = BufReader::new(conn);
-                let mut line = Vec::new();
-                let mut first = true;
-                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                    if std::mem::take(&mut first) {
-                        let _ = tx.send(Instant::now());
-                    }
-                    if writer.write_all(&line).is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
+    let addr = line_echo_server(move |i| {
+        if i == 0 {
+            let _ = tx.send(Instant::now());
         }
     });
     let result = bench(
