@@ -190,3 +190,16 @@ fn ping_with_every_probe_lost_fails() {
         "{text}"
     );
 }
+
+/// Requests larger than the socket buffers, many in flight: the bench
+/// reads replies while it writes, or it and an echo server that waits
+/// for it to read would wait on each other until the run ends.
+#[test]
+fn bench_pipelines_requests_larger_than_the_socket_buffers() {
+    let server = ServeProcess::start(&["-l", "echo+tcp://127.0.0.1:0"], 1);
+    let report = bench_json(
+        &format!("tcp://{}", server.addr(0)),
+        &["--size", "1000000", "--pipeline", "16"],
+    );
+    assert_clean_run(&report);
+}

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use hdrhistogram::Histogram;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -517,7 +521,9 @@ async fn reconnect_loop(conn: usize, run: &Run) -> anyhow::Result<()> {
 }
 
 /// Each connection keeps `--pipeline` requests outstanding: it sends them,
-/// handles every reply a read brings, and sends as many again.
+/// handles every reply a read brings, and sends as many again. It reads
+/// while it writes: requests larger than the socket buffers would
+/// otherwise wait on a server waiting on us to read its replies.
 async fn closed_loop(
     conn: usize,
     run: &Run,
@@ -526,7 +532,7 @@ async fn closed_loop(
     let size = run.args.size;
     let mut outstanding = VecDeque::with_capacity(run.args.pipeline);
     let mut next_seq = 0u64;
-    let mut out = Vec::with_capacity(size * run.args.pipeline);
+    let mut out = Outgoing::with_capacity(size * run.args.pipeline);
     let mut replies = Replies::new(size);
     let ended = run.end.wait();
     tokio::pin!(ended);
@@ -536,35 +542,74 @@ async fn closed_loop(
     let mut sent = Instant::now();
     while !run.has_ended() {
         for _ in 0..to_send {
-            write_request(conn, next_seq, size, &mut out);
+            write_request(conn, next_seq, size, &mut out.bytes);
             outstanding.push_back((next_seq, sent));
             next_seq += 1;
         }
-        tokio::select! {
-            biased;
-            written = stream.write_all(&out) => written?,
-            () = &mut ended => break,
-        }
-        out.clear();
         to_send = 0;
-        while to_send == 0 {
-            let n = tokio::select! {
-                biased;
-                n = replies.fill(&mut stream) => n?,
-                () = &mut ended => return Ok(()),
-            };
-            if n == 0 {
-                bail!("server closed the connection");
-            }
-            sent = Instant::now();
-            while let Some(line) = replies.next_line() {
-                let (seq, asked) = outstanding.pop_front().context("reply without a request")?;
-                run.reply(line, answers(line, conn, seq, size), asked, sent);
-                to_send += 1;
-            }
+        let n = tokio::select! {
+            biased;
+            n = poll_fn(|cx| out.poll_exchange(cx, &mut stream, &mut replies)) => n?,
+            () = &mut ended => break,
+        };
+        if n == 0 {
+            bail!("server closed the connection");
+        }
+        sent = Instant::now();
+        while let Some(line) = replies.next_line() {
+            let (seq, asked) = outstanding.pop_front().context("reply without a request")?;
+            run.reply(line, answers(line, conn, seq, size), asked, sent);
+            to_send += 1;
         }
     }
     Ok(())
+}
+
+/// Requests queued on a connection and how far they are written.
+struct Outgoing {
+    bytes: Vec<u8>,
+    written: usize,
+    /// All written, but TLS may still hold the last record back.
+    unflushed: bool,
+}
+
+impl Outgoing {
+    fn with_capacity(capacity: usize) -> Self {
+        Outgoing {
+            bytes: Vec::with_capacity(capacity),
+            written: 0,
+            unflushed: false,
+        }
+    }
+
+    /// Writes what the stream takes of the queued requests, then reads:
+    /// ready with the read's length, 0 when the server closed.
+    fn poll_exchange(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        stream: &mut Box<dyn ClientStream>,
+        replies: &mut Replies,
+    ) -> Poll<std::io::Result<usize>> {
+        while self.written < self.bytes.len() {
+            let unsent = &self.bytes[self.written..];
+            let Poll::Ready(n) = Pin::new(&mut **stream).poll_write(cx, unsent)? else {
+                break;
+            };
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+            if self.written == self.bytes.len() {
+                self.bytes.clear();
+                self.written = 0;
+                self.unflushed = true;
+            }
+        }
+        if self.unflushed && Pin::new(&mut **stream).poll_flush(cx)?.is_ready() {
+            self.unflushed = false;
+        }
+        replies.poll_fill(cx, stream)
+    }
 }
 
 /// `--rate`: requests leave on a schedule whatever the replies do, and

@@ -6,8 +6,11 @@
 //! reason to grow (a server that never sends a newline cannot make the
 //! load generator eat the machine's memory).
 
-use anyhow::bail;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// What a reply may add to its request: stamp's timestamp is 30 bytes; a
 /// server's own prefix may be longer, but not this long.
@@ -37,11 +40,22 @@ impl Replies {
     }
 
     /// One read from `stream`; 0 when the server closed.
-    pub async fn fill(&mut self, stream: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<usize> {
+    pub async fn fill(&mut self, stream: &mut (impl AsyncRead + Unpin)) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, stream)).await
+    }
+
+    /// `fill`, for a caller that polls the stream's writing too.
+    pub fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut (impl AsyncRead + Unpin),
+    ) -> Poll<io::Result<usize>> {
         self.make_room()?;
-        let n = stream.read(&mut self.buf[self.tail..]).await?;
+        let mut space = ReadBuf::new(&mut self.buf[self.tail..]);
+        ready!(Pin::new(stream).poll_read(cx, &mut space))?;
+        let n = space.filled().len();
         self.tail += n;
-        Ok(n)
+        Poll::Ready(Ok(n))
     }
 
     /// The next complete line, newline included.
@@ -53,7 +67,7 @@ impl Replies {
         Some(&self.buf[start..start + len])
     }
 
-    fn make_room(&mut self) -> anyhow::Result<()> {
+    fn make_room(&mut self) -> io::Result<()> {
         if self.head == self.tail {
             (self.head, self.tail) = (0, 0);
         }
@@ -66,10 +80,13 @@ impl Replies {
             return Ok(());
         }
         if self.buf.len() >= self.max_line {
-            bail!(
-                "a reply line longer than {} bytes: not a reply to these requests",
-                self.max_line
-            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a reply line longer than {} bytes: not a reply to these requests",
+                    self.max_line
+                ),
+            ));
         }
         let grown = (self.buf.len() * 2).min(self.max_line);
         self.buf.resize(grown, 0);
