@@ -696,14 +696,15 @@ async fn datagram_conn(conn: usize, run: &Run) -> anyhow::Result<()> {
                 None if in_flight.len() < run.args.pipeline => Instant::now(),
                 None => break,
                 Some(schedule) if schedule.wake(next_seq) > Instant::now() => break,
-                Some(schedule) => schedule.due(next_seq),
+                Some(schedule) => {
+                    let due = schedule.due(next_seq);
+                    spin_until(due);
+                    run.sending_late(due);
+                    due
+                }
             };
-            spin_until(due);
             out.clear();
             write_request(conn, next_seq, size, &mut out);
-            if schedule.is_some() {
-                run.sending_late(due);
-            }
             sock.send(&out).await?;
             in_flight.insert(next_seq, due);
             next_seq += 1;
