@@ -22,28 +22,7 @@ use tokio::io::unix::AsyncFd;
 use super::buffers::{self, Buffers};
 use super::setup;
 use super::slot::{AfterSend, QUEUE_LIMIT, Slot, give_back_all, set_waker};
-
-/// Names a slot across reuse: a stale completion never reaches the
-/// connection that took the slot next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotId {
-    index: u32,
-    generation: u32,
-}
-
-impl SlotId {
-    fn user_data(self, op: u64) -> u64 {
-        (u64::from(self.generation) << 32) | (u64::from(self.index) << 8) | op
-    }
-
-    fn from_user_data(data: u64) -> (Self, u64) {
-        let id = SlotId {
-            index: ((data >> 8) & 0xff_ffff) as u32,
-            generation: (data >> 32) as u32,
-        };
-        (id, data & 0xff)
-    }
-}
+pub use super::slot_id::SlotId;
 
 /// Room for one SO_TIMESTAMPNS control message.
 const CONTROL_LEN: u32 = 32;
@@ -311,6 +290,10 @@ impl Driver {
                 tracing::warn!("io_uring submit failed: {e}");
             }
         }
+        self.wake_for_submit();
+    }
+
+    fn wake_for_submit(&mut self) {
         if !self.submit_due {
             self.submit_due = true;
             if let Some(task) = &self.driver_task {
@@ -320,8 +303,25 @@ impl Driver {
     }
 
     /// Submits what the tasks queued, then hands out every completion.
+    ///
+    /// The eventfd is muted meanwhile: the turn's own system call posts
+    /// completions (a send done at once, the receives' deferred work), and
+    /// each would wake the thread again for a turn with nothing left in
+    /// it: at one connection, a second epoll_wait and io_uring_enter per
+    /// request. Whatever arrives while it is muted shows in the ring's
+    /// flags, looked at once it is heard again: then the task comes round
+    /// for another turn after the connections it woke had theirs.
     fn turn(&mut self) {
         self.submit_due = false;
+        self.ring.completion().disable_eventfd();
+        self.submit_and_complete();
+        self.ring.completion().enable_eventfd();
+        if self.ring.submission().taskrun() || !self.ring.completion().is_empty() {
+            self.wake_for_submit();
+        }
+    }
+
+    fn submit_and_complete(&mut self) {
         if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
             if let Err(e) = self.ring.submit() {
                 tracing::warn!("io_uring submit failed: {e}");

@@ -9,6 +9,7 @@ mod buffers;
 mod driver;
 mod setup;
 mod slot;
+mod slot_id;
 mod stream;
 mod thread;
 
