@@ -24,6 +24,11 @@ use super::setup;
 use super::slot::{AfterSend, QUEUE_LIMIT, Slot, give_back_all, set_waker};
 pub use super::slot_id::SlotId;
 
+/// Send buffers kept for reuse. A burst (10,000 connections answered in
+/// one turn) has as many sends in flight; kept, they would stay the
+/// thread's memory for good.
+const SPARE_SENDS: usize = 256;
+
 /// Room for one SO_TIMESTAMPNS control message.
 const CONTROL_LEN: u32 = 32;
 
@@ -376,7 +381,9 @@ impl Driver {
         match after {
             Some(AfterSend::Rest(out, from)) => self.start_send(id, out, from),
             Some(AfterSend::Queued(out)) => self.start_send(id, out, 0),
-            Some(AfterSend::Done(out)) if out.capacity() <= QUEUE_LIMIT => {
+            Some(AfterSend::Done(out))
+                if out.capacity() <= QUEUE_LIMIT && self.spare_sends.len() < SPARE_SENDS =>
+            {
                 self.spare_sends.push(out);
             }
             _ => {}

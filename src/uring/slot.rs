@@ -22,13 +22,17 @@ pub const MAX_CHUNKS: usize = 4;
 pub const QUEUE_LIMIT: usize = 16 * 1024;
 
 /// A received piece of input: which buffer, which bytes of it, and when
-/// the kernel received it.
+/// the kernel received it. Offsets are u16 (a buffer is at most
+/// `buffers::SIZE` bytes): every connection that ever read keeps room for
+/// `MAX_CHUNKS` of these, so their size is idle memory.
 pub struct Chunk {
     buffer: u16,
-    start: usize,
-    end: usize,
+    start: u16,
+    end: u16,
     at: Option<SystemTime>,
 }
+
+const _: () = assert!(super::buffers::SIZE <= u16::MAX as usize);
 
 #[derive(Default)]
 pub struct Slot {
@@ -77,12 +81,14 @@ impl Slot {
             let Some(chunk) = self.chunks.front_mut() else {
                 break;
             };
-            let bytes = &buffers.get(chunk.buffer, chunk.end)[chunk.start..];
+            let bytes =
+                &buffers.get(chunk.buffer, usize::from(chunk.end))[usize::from(chunk.start)..];
             let n = bytes.len().min(buf.len() - filled);
             buf[filled..filled + n].copy_from_slice(&bytes[..n]);
             filled += n;
             at = chunk.at;
-            chunk.start += n;
+            // n <= end - start, so this stays within u16.
+            chunk.start += n as u16;
             if chunk.start == chunk.end {
                 let buffer = chunk.buffer;
                 self.chunks.pop_front();
@@ -171,10 +177,12 @@ fn parse(buffers: &Buffers, template: &libc::msghdr, buffer: u16, len: usize) ->
         header.msg_controllen = control.len() as _;
         crate::ancillary::read_control(&header).at
     };
+    // Both lie within the buffer (`Buffers::get` keeps to SIZE), so
+    // within u16.
     Some(Chunk {
         buffer,
-        start,
-        end: start + payload.len(),
+        start: start as u16,
+        end: (start + payload.len()) as u16,
         at,
     })
 }
