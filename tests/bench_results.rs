@@ -112,6 +112,37 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
     }
 }
 
+/// Open-loop workers' send lags merge as exactly as their latencies; a
+/// closed-loop worker beside them adds none.
+#[test]
+fn merged_send_lag_is_the_sum_of_the_workers_lags() {
+    let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);
+    let url = format!("tcp://{}", server.addr(0));
+    let open = ["--rate", "400", "--duration", "0.5s"];
+    let (a, b) = (bench(&url, &open), bench(&url, &open));
+    let closed = bench(&url, &["--duration", "0.3s"]);
+    assert!(closed["send_lag"].is_null(), "{closed}");
+    let lag = |result: &serde_json::Value| histogram(&result["send_lag"]);
+    let mut all = lag(&a);
+    all.add(lag(&b)).unwrap();
+    assert!(all.len() > 100, "{a}");
+
+    let files = [
+        save("lag-a", &a),
+        save("lag-b", &b),
+        save("lag-closed", &closed),
+    ];
+    let merged = merge(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    assert_eq!(lag(&merged), all);
+    for (key, q) in [("p50_us", 0.5), ("p99_us", 0.99)] {
+        assert_eq!(
+            merged["send_lag"][key].as_f64().unwrap(),
+            all.value_at_quantile(q) as f64 / 1000.0,
+            "{key}"
+        );
+    }
+}
+
 #[test]
 fn workers_given_the_same_start_measure_the_same_seconds() {
     let server = ServeProcess::start(&["--listen", "tcp://127.0.0.1:0"], 1);

@@ -35,7 +35,7 @@ use super::bench_end::End;
 use super::bench_replies::Replies;
 use super::bench_request::{answers, seq_of_reply, write_request};
 use super::bench_results::{
-    Interval, Recorder, Seconds, encode, micros, new_histogram, write_hdr_log,
+    Interval, Recorder, Seconds, encode, lag_json, micros, new_histogram, write_hdr_log,
 };
 use super::parse_duration;
 
@@ -826,7 +826,7 @@ impl Report {
             "p99_us": self.micros(0.99),
             "p999_us": self.micros(0.999),
             "max_us": self.hist.max() as f64 / 1000.0,
-            "send_lag": self.send_lag_json(),
+            "send_lag": lag_json(&self.send_lag),
             "errors": c.errors.load(Ordering::Relaxed),
             "mismatches": c.mismatches.load(Ordering::Relaxed),
             "lost": c.lost.load(Ordering::Relaxed),
@@ -836,18 +836,6 @@ impl Report {
             "start_unix": self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
             "histogram": encode(&self.hist),
             "intervals": self.intervals(run),
-        })
-    }
-
-    /// Open loop only: the percentiles of how late requests left.
-    fn send_lag_json(&self) -> serde_json::Value {
-        if self.send_lag.is_empty() {
-            return serde_json::Value::Null;
-        }
-        serde_json::json!({
-            "p50_us": micros(&self.send_lag, 0.5),
-            "p99_us": micros(&self.send_lag, 0.99),
-            "max_us": self.send_lag.max() as f64 / 1000.0,
         })
     }
 

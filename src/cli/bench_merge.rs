@@ -3,7 +3,7 @@
 //! histograms add, so every merged percentile is exact; the per-second
 //! intervals add second by second, on the wall clock; counts add; the
 //! merged rate is the replies over the span from the first worker's start
-//! to the last one's end.
+//! to the last one's end. Open-loop workers' send lags add the same way.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,7 +14,9 @@ use clap::Args as ClapArgs;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::bench_results::{Interval, decode, encode, micros, new_histogram, new_second_histogram};
+use super::bench_results::{
+    Interval, decode, encode, lag_json, micros, new_histogram, new_second_histogram,
+};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct MergeArgs {
@@ -34,6 +36,10 @@ pub struct MergeArgs {
 struct Worker {
     fields: Value,
     hist: Histogram<u64>,
+    /// Open loop only.
+    send_lag: Option<Histogram<u64>>,
+    /// An open-loop result from before `send_lag` carried its histogram.
+    send_lag_unknown: bool,
     start: f64,
     secs: f64,
 }
@@ -41,6 +47,7 @@ struct Worker {
 /// What the workers add up to.
 struct Merged {
     hist: Histogram<u64>,
+    send_lag: Histogram<u64>,
     seconds: BTreeMap<u64, (Histogram<u64>, u64)>,
     start: f64,
     end: f64,
@@ -58,6 +65,11 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
     }
     if workers.is_empty() {
         bail!("no results in {:?}", args.files);
+    }
+    if workers.iter().any(|w| w.send_lag_unknown) {
+        eprintln!(
+            "tsecho: a result's send_lag has no histogram (an older tsecho bench): the merge leaves send lag out"
+        );
     }
     let merged = merge(&workers)?;
     let result = summary(&workers, &merged);
@@ -88,10 +100,18 @@ fn parse_worker(line: &str) -> anyhow::Result<Worker> {
     let text = |key: &str| fields[key].as_str().map(str::to_owned);
     let number = |key: &str| fields[key].as_f64();
     let hist = decode(&text("histogram").context("no \"histogram\": not tsecho bench --json")?)?;
+    let lag = &fields["send_lag"];
+    let send_lag = match lag["histogram"].as_str() {
+        Some(text) => Some(decode(text).context("send_lag")?),
+        None => None,
+    };
+    let send_lag_unknown = send_lag.is_none() && !lag.is_null();
     Ok(Worker {
         start: number("start_unix").context("no \"start_unix\"")?,
         secs: number("secs").context("no \"secs\"")?,
         hist,
+        send_lag,
+        send_lag_unknown,
         fields,
     })
 }
@@ -99,12 +119,16 @@ fn parse_worker(line: &str) -> anyhow::Result<Worker> {
 fn merge(workers: &[Worker]) -> anyhow::Result<Merged> {
     let mut merged = Merged {
         hist: new_histogram(),
+        send_lag: new_histogram(),
         seconds: BTreeMap::new(),
         start: f64::INFINITY,
         end: f64::NEG_INFINITY,
     };
     for worker in workers {
         merged.hist.add(&worker.hist).context("adding histograms")?;
+        if let Some(lag) = &worker.send_lag {
+            merged.send_lag.add(lag).context("adding send lags")?;
+        }
         merged.start = merged.start.min(worker.start);
         merged.end = merged.end.max(worker.start + worker.secs);
         let intervals: Vec<Interval> =
@@ -149,6 +173,11 @@ fn summary(workers: &[Worker], merged: &Merged) -> Value {
         "p99_us": micros(h, 0.99),
         "p999_us": micros(h, 0.999),
         "max_us": h.max() as f64 / 1000.0,
+        "send_lag": if workers.iter().any(|w| w.send_lag_unknown) {
+            Value::Null
+        } else {
+            lag_json(&merged.send_lag)
+        },
         "errors": sum(workers, "errors"),
         "mismatches": sum(workers, "mismatches"),
         "lost": sum(workers, "lost"),
@@ -189,6 +218,16 @@ fn print(result: &Value, workers: &[Worker]) {
         n("p999_us"),
         n("max_us")
     );
+    let lag = &result["send_lag"];
+    if lag.is_object() {
+        let n = |key: &str| lag[key].as_f64().unwrap_or(0.0);
+        say!(
+            "  send lag   p50 {:.1} us  p99 {:.1} us  max {:.1} us",
+            n("p50_us"),
+            n("p99_us"),
+            n("max_us")
+        );
+    }
     say!(
         "  errors {}  mismatches {}  lost {}  late {}",
         n("errors"),

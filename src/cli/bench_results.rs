@@ -179,6 +179,21 @@ pub fn micros(hist: &Histogram<u64>, quantile: f64) -> f64 {
     hist.value_at_quantile(quantile) as f64 / 1000.0
 }
 
+/// `send_lag` in `--json` (null in closed loop): how late open-loop
+/// requests left, with its histogram so that `bench merge` can add the
+/// workers' lags as exactly as their latencies.
+pub fn lag_json(lag: &Histogram<u64>) -> serde_json::Value {
+    if lag.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({
+        "p50_us": micros(lag, 0.5),
+        "p99_us": micros(lag, 0.99),
+        "max_us": lag.max() as f64 / 1000.0,
+        "histogram": encode(lag),
+    })
+}
+
 /// Writes an HdrHistogram interval log (the format of its `jHiccup` and
 /// `HistogramLogProcessor` tools): one line per second, tagged nothing.
 pub fn write_hdr_log(
