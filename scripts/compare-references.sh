@@ -14,7 +14,7 @@
 # it (say ONLY='epoll-echo tcp --conns 50 ').
 set -euo pipefail
 harness=${1:?usage: compare-references.sh HARNESS_DIR [OUT] [ROUNDS]}
-out=${2:-target/compare-$(date +%Y-%m-%d).jsonl}
+out=$(realpath -m "${2:-target/compare-$(date +%Y-%m-%d).jsonl}") # before the cd below
 rounds=${3:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --manifest-path "$here/Cargo.toml" >&2
