@@ -244,7 +244,9 @@ fn main() {
 }
 
 fn memchr(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\n')
+    // glibc's, vectorised as tsecho's memchr crate is.
+    let at = unsafe { libc::memchr(s.as_ptr().cast(), i32::from(b'\n'), s.len()) };
+    (!at.is_null()).then(|| at as usize - s.as_ptr() as usize)
 }
 
 fn start_send(ring: &mut IoUring, c: &mut Conn, fd: i32) {
