@@ -74,16 +74,7 @@ fn main() {
     let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let lfd = listener.as_raw_fd();
-    unsafe {
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            lfd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&one as *const i32).cast(),
-            4,
-        );
-    }
+    enable(lfd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS);
     let mut ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
@@ -127,23 +118,8 @@ fn main() {
             if ud == ACCEPT {
                 if res >= 0 {
                     let fd = res;
-                    unsafe {
-                        let one: libc::c_int = 1;
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const i32).cast(),
-                            4,
-                        );
-                        libc::setsockopt(
-                            fd,
-                            libc::SOL_SOCKET,
-                            libc::SO_TIMESTAMPNS,
-                            (&one as *const i32).cast(),
-                            4,
-                        );
-                    }
+                    enable(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY);
+                    enable(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS);
                     if conns.len() <= fd as usize {
                         conns.resize_with(fd as usize + 1, Conn::default);
                     }
@@ -151,10 +127,7 @@ fn main() {
                         open: true,
                         ..Conn::default()
                     };
-                    let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*template, GROUP)
-                        .build()
-                        .user_data(fd as u64);
-                    unsafe { ring.submission().push(&e).unwrap() };
+                    arm_receive(&mut ring, fd, &template);
                 }
                 continue;
             }
@@ -218,10 +191,7 @@ fn main() {
                         start_send(&mut ring, c, fd);
                     }
                     if !more && c.open {
-                        let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*template, GROUP)
-                            .build()
-                            .user_data(fd as u64);
-                        unsafe { ring.submission().push(&e).unwrap() };
+                        arm_receive(&mut ring, fd, &template);
                     }
                 }
                 other => {
@@ -229,10 +199,7 @@ fn main() {
                         bufs.push(bid);
                     }
                     if res == -libc::ENOBUFS && c.open {
-                        let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*template, GROUP)
-                            .build()
-                            .user_data(fd as u64);
-                        unsafe { ring.submission().push(&e).unwrap() };
+                        arm_receive(&mut ring, fd, &template);
                     } else if !more {
                         c.open = false;
                         unsafe { libc::close(fd) };
@@ -257,5 +224,19 @@ fn start_send(ring: &mut IoUring, c: &mut Conn, fd: i32) {
     let e = opcode::Send::new(types::Fd(fd), c.inflight.as_ptr(), c.inflight.len() as u32)
         .build()
         .user_data(SEND | fd as u64);
+    unsafe { ring.submission().push(&e).unwrap() };
+}
+
+/// Sets an int socket option to 1.
+fn enable(fd: i32, level: i32, option: i32) {
+    let one: libc::c_int = 1;
+    unsafe { libc::setsockopt(fd, level, option, (&one as *const i32).cast(), 4) };
+}
+
+/// A multishot recvmsg into the provided buffers, named by its fd.
+fn arm_receive(ring: &mut IoUring, fd: i32, template: &libc::msghdr) {
+    let e = opcode::RecvMsgMulti::new(types::Fd(fd), template, GROUP)
+        .build()
+        .user_data(fd as u64);
     unsafe { ring.submission().push(&e).unwrap() };
 }
