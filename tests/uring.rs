@@ -185,6 +185,90 @@ fn sigterm_answers_the_lines_already_sent() {
     }
 }
 
+/// The timers are the shard runtime's, on another thread than the ring
+/// that serves the connections: an idle connection and an unfinished line
+/// are still closed by their timeouts, and a client that keeps talking is
+/// not.
+#[test]
+fn timeouts_reach_connections_on_the_ring_thread() {
+    if !uring_allowed() {
+        return;
+    }
+    let server = serve_uring(
+        &["tcp://127.0.0.1:0"],
+        &["--idle-timeout", "1s", "--line-timeout", "1s"],
+    );
+    let mut idle = common::connect(server.addr(0));
+    let mut unfinished = common::connect(server.addr(0));
+    unfinished.write_all(b"no end yet").unwrap();
+    let mut talking = BufReader::new(common::connect(server.addr(0)));
+    // Twice the idle timeout, a line each 100 ms: never idle that long.
+    for i in 0..20 {
+        let line = format!("line {i}\n");
+        talking.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        talking.read_until(b'\n', &mut reply).unwrap();
+        assert_eq!(split_ctime_stamp(&reply).1, line.as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, conn) in [("idle", &mut idle), ("unfinished line", &mut unfinished)] {
+        let mut rest = Vec::new();
+        // Closed by the server well before the reads' own deadline.
+        let closed = conn.read_to_end(&mut rest);
+        assert!(closed.is_ok(), "{name}: {closed:?}");
+        assert!(rest.is_empty(), "{name} got {rest:?}");
+    }
+    let line = b"still here\n";
+    talking.get_mut().write_all(line).unwrap();
+    let mut reply = Vec::new();
+    talking.read_until(b'\n', &mut reply).unwrap();
+    assert_eq!(split_ctime_stamp(&reply).1, line);
+}
+
+/// A library user's runtime that ends takes its connections with it, as
+/// its own tasks would be, though they lived on the ring thread: the
+/// clients see the connection closed, not a server that no longer answers.
+#[test]
+fn a_runtime_that_ends_closes_its_ring_threads_connections() {
+    if !uring_allowed() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut conn, handle) = runtime.block_on(async {
+        let options = tsecho::Options {
+            io: tsecho::uring::IoEngine::Uring,
+            ..Default::default()
+        };
+        let server = common::start_with(&["tcp://127.0.0.1:0"], options).await;
+        let addr = server.tcp_addr().unwrap();
+        let conn = tokio::task::spawn_blocking(move || {
+            let mut conn = common::connect(addr);
+            conn.write_all(b"hello\n").unwrap();
+            let mut reply = Vec::new();
+            BufReader::new(&mut conn)
+                .read_until(b'\n', &mut reply)
+                .unwrap();
+            assert_eq!(split_ctime_stamp(&reply).1, b"hello\n");
+            conn
+        });
+        (conn.await.unwrap(), server)
+    });
+    drop(runtime);
+    let mut rest = Vec::new();
+    let closed = conn.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{closed:?}"
+    );
+    drop(handle);
+}
+
 /// Clients that send and never read cost each at most the output budget
 /// twice (the replies the kernel is still to send, copied for the ring,
 /// and the next ones), the 16 KiB queue and a little bookkeeping, beside

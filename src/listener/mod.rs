@@ -49,10 +49,13 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
                 None => tracing::error!("cannot serve {}: no TLS certificate", b.endpoint),
             }
         }
-        Ok(Serving::Tcp(l)) if serves_with_uring(&shared) => {
-            let l = UringListener(l);
-            accept_loop(l, Plain, proxy, ctx, shared, tracker).await
-        }
+        Ok(Serving::Tcp(l)) if serves_with_uring(&shared) => match UringListener::new(l) {
+            Ok(l) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
+            Err((e, l)) => {
+                tracing::warn!("cannot start an io_uring thread ({e}); serving TCP with epoll");
+                accept_loop(l, Plain, proxy, ctx, shared, tracker).await
+            }
+        },
         Ok(Serving::Tcp(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::Unix(l)) => accept_loop(l, Plain, proxy, ctx, shared, tracker).await,
         Ok(Serving::UnixGram(s)) => datagram::serve_unixgram(s, ctx, shared).await,
@@ -118,9 +121,9 @@ async fn accept_loop<L: Accept, U: Upgrade<L::Stream>>(
             }
             let task =
                 proxy::serve_proxied(sock, peer, upgrade.clone(), ctx.clone(), shared.clone());
-            tracker.spawn(task);
+            listener.spawn(task, &tracker);
         } else if let Some(connection) = admit(sock, &upgrade, peer, Vec::new(), &ctx, &shared) {
-            tracker.spawn(connection);
+            listener.spawn(connection, &tracker);
         }
     };
     while let Some((sock, peer)) =

@@ -16,6 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::task::TaskTracker;
 
 /// A connected byte stream: anything that reads and writes asynchronously.
 /// `tokio::io::duplex` qualifies as it is, which is how the connection
@@ -109,6 +110,12 @@ pub trait Accept: Send + Sync + 'static {
     /// has seen the socket become readable: a listener that stops still
     /// serves what its clients were promised by `connect` returning.
     fn accept_queued(&self) -> io::Result<(Self::Stream, Option<SocketAddr>)>;
+
+    /// Runs a connection's task: on the accepting runtime, unless the
+    /// listener's streams must be served on a thread of their own.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static, tracker: &TaskTracker) {
+        tracker.spawn(task);
+    }
 }
 
 /// Turns an accepted stream into the one served, after its PROXY header

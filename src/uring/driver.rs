@@ -1,23 +1,23 @@
-//! One io_uring per thread, driven from inside the thread's tokio runtime.
+//! One io_uring per ring thread, turned by that thread's executor.
 //!
-//! Connections are tokio tasks as with epoll; only their reads and writes
-//! go through the ring. Each connection has a slot here: a multishot
-//! `recvmsg` that fills buffers from the provided-buffer ring, and at most
-//! one `send` in flight. Tasks queue their operations; one driver task,
-//! woken once for all of them, submits the whole batch in one system call
-//! and hands out what completed. That batching is what epoll cannot do:
-//! one `io_uring_enter` for every reply the runtime produced in a turn,
-//! instead of one `sendto` and one `recvmsg` each.
+//! Connections are futures on the ring thread (`executor.rs`); only their
+//! reads and writes touch the ring. Each connection has a slot here: a
+//! multishot `recvmsg` that fills buffers from the provided-buffer ring,
+//! and at most one `send` in flight. Futures queue their operations; the
+//! executor, once it has polled every future it woke, submits the whole
+//! batch in one system call and hands out what completed. That batching
+//! is what epoll cannot do: one `io_uring_enter` for every reply the
+//! thread produced in a turn, instead of one `sendto` and one `recvmsg`
+//! each.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use tokio::io::unix::AsyncFd;
 
 use super::buffers::{self, Buffers};
 use super::setup;
@@ -35,78 +35,76 @@ const CONTROL_LEN: u32 = 32;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const CANCEL: u64 = 3;
+/// The read of the executor's eventfd: another thread wants it awake.
+const WAKE: u64 = 4;
 
 pub struct Driver {
-    /// The eventfd the ring signals when completions or deferred work
-    /// wait: how the thread's epoll learns that the ring needs a turn.
-    ready: AsyncFd<OwnedFd>,
     ring: IoUring,
-    /// Its task runs on the runtime it started on; once that runtime is
-    /// gone, a new driver takes the thread's place.
-    task_alive: bool,
     buffers: Buffers,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Kept for the kernel to read as each receive is submitted.
     template: Box<libc::msghdr>,
-    driver_task: Option<Waker>,
-    submit_due: bool,
+    /// The eventfd other threads write, and where its count is read to.
+    wake_fd: RawFd,
+    wake_count: Box<u64>,
     spare_sends: Vec<Vec<u8>>,
     /// Slots whose receive ended for want of buffers.
     starved: Vec<SlotId>,
 }
 
 impl Driver {
-    pub fn start() -> io::Result<Self> {
+    /// A driver whose thread sleeps in its ring, woken from other
+    /// threads through `wake_fd`, which must outlive it.
+    pub fn start(wake_fd: RawFd) -> io::Result<Self> {
         let ring = setup::new_ring()?;
         let buffers = Buffers::register(&ring)?;
-        let events = setup::eventfd()?;
-        ring.submitter().register_eventfd(events.as_raw_fd())?;
-        // SAFETY: the eventfd is owned by the AsyncFd, open as long as it.
-        let ready =
-            unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-                .map_err(io::Error::from)?;
         // SAFETY: an all-zero msghdr is a valid empty one.
         let mut template: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         template.msg_controllen = CONTROL_LEN as _;
-        Ok(Driver {
-            ready,
+        let mut driver = Driver {
             ring,
-            task_alive: true,
             buffers,
             slots: Vec::new(),
             free: Vec::new(),
             template,
-            driver_task: None,
-            submit_due: false,
+            wake_fd,
+            wake_count: Box::new(0),
             spare_sends: Vec::new(),
             starved: Vec::new(),
-        })
+        };
+        driver.arm_wake();
+        Ok(driver)
     }
 
-    pub fn task_alive(&self) -> bool {
-        self.task_alive
-    }
-
-    pub fn task_ended(&mut self) {
-        self.task_alive = false;
-    }
-
-    /// What the driver's task does each time it runs: submit, complete,
-    /// and wait for the ring's next completions.
-    pub fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        set_waker(&mut self.driver_task, cx);
-        loop {
-            self.turn();
-            match self.ready.poll_read_ready(cx) {
-                Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
-                Poll::Ready(Err(e)) => {
-                    tracing::error!("io_uring driver stopped: {e}");
-                    return Poll::Ready(());
-                }
-                Poll::Pending => return Poll::Pending,
+    /// Submits what the futures queued and hands out every completion.
+    pub fn turn(&mut self) {
+        if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!("io_uring submit failed: {e}");
             }
         }
+        self.complete_all();
+    }
+
+    fn complete_all(&mut self) {
+        loop {
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
+            self.complete(&cqe);
+        }
+    }
+
+    /// Submits what the futures queued and sleeps until a completion
+    /// arrives (another thread's wake-up is one), then hands out what came.
+    pub fn submit_and_wait(&mut self) {
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => tracing::warn!("io_uring wait failed: {e}"),
+        }
+        self.complete_all();
     }
 
     /// Takes a connected socket into a slot.
@@ -287,60 +285,34 @@ impl Driver {
     }
 
     fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: what the entry points at (the msghdr template, a send's
-        // buffer in its slot) outlives the operation: the template lives as
-        // long as the driver, a buffer until its completion.
+        // SAFETY: what the entry points at (the msghdr template, the wake
+        // count, a send's buffer in its slot) outlives the operation: the
+        // first two live as long as the driver, a buffer until its
+        // completion.
         while unsafe { self.ring.submission().push(&entry) }.is_err() {
             if let Err(e) = self.ring.submit() {
                 tracing::warn!("io_uring submit failed: {e}");
             }
         }
-        self.wake_for_submit();
     }
 
-    fn wake_for_submit(&mut self) {
-        if !self.submit_due {
-            self.submit_due = true;
-            if let Some(task) = &self.driver_task {
-                task.wake_by_ref();
-            }
-        }
-    }
-
-    /// Submits what the tasks queued, then hands out every completion.
-    ///
-    /// The eventfd is muted meanwhile: the turn's own system call posts
-    /// completions (a send done at once, the receives' deferred work), and
-    /// each would wake the thread again for a turn with nothing left in
-    /// it: at one connection, a second epoll_wait and io_uring_enter per
-    /// request. Whatever arrives while it is muted shows in the ring's
-    /// flags, looked at once it is heard again: then the task comes round
-    /// for another turn after the connections it woke had theirs.
-    fn turn(&mut self) {
-        self.submit_due = false;
-        self.ring.completion().disable_eventfd();
-        self.submit_and_complete();
-        self.ring.completion().enable_eventfd();
-        if self.ring.submission().taskrun() || !self.ring.completion().is_empty() {
-            self.wake_for_submit();
-        }
-    }
-
-    fn submit_and_complete(&mut self) {
-        if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!("io_uring submit failed: {e}");
-            }
-        }
-        loop {
-            let Some(cqe) = self.ring.completion().next() else {
-                break;
-            };
-            self.complete(&cqe);
-        }
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            (&mut *self.wake_count as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(WAKE);
+        self.push(entry);
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry) {
+        if cqe.user_data() == WAKE {
+            // The executor looks at what the other thread left it.
+            self.arm_wake();
+            return;
+        }
         let (id, op) = SlotId::from_user_data(cqe.user_data());
         let Some(slot) = self.slots.get_mut(id.index as usize) else {
             return;

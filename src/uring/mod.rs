@@ -1,12 +1,15 @@
 //! io_uring as a second I/O engine for TCP connections (`--io uring`).
 //!
-//! Only a connection's reads and writes move to the ring; accepting, the
-//! timers, the drain and everything above the `ByteStream` stay as they
-//! are, so every service, limit and fault is served by the same code over
-//! either engine. See `driver.rs` for what the ring buys.
+//! A shard's plain TCP connections live on a thread of their own that
+//! sleeps in its ring (`executor.rs`); their reads and writes go through
+//! the ring. Accepting, the timers and the drain stay with the shard's
+//! runtime, and everything above the `ByteStream` is the same code, so
+//! every service, limit and fault is served alike over either engine.
+//! See `driver.rs` for what the ring buys.
 
 mod buffers;
 mod driver;
+mod executor;
 mod setup;
 mod slot;
 mod slot_id;
@@ -71,6 +74,8 @@ fn probe() -> io::Result<()> {
         io_uring::opcode::RecvMsgMulti::CODE,
         io_uring::opcode::Send::CODE,
         io_uring::opcode::AsyncCancel::CODE,
+        // How other threads wake a ring thread: a read of its eventfd.
+        io_uring::opcode::Read::CODE,
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::other(format!(

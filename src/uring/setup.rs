@@ -1,5 +1,5 @@
-//! What each thread's ring is made of: the ring with its flags, and the
-//! eventfd it signals so that the thread's epoll wakes for it.
+//! What each ring thread is made of: the ring with its flags, and the
+//! eventfd other threads write to wake it.
 
 #![allow(unsafe_code)]
 
@@ -12,7 +12,7 @@ use io_uring::IoUring;
 /// work deferred until the thread asks for it (`io_uring_enter` with
 /// GETEVENTS, once per turn for everything that came), never done by
 /// interrupting the thread. The registered eventfd is how it learns to
-/// ask: the kernel signals it as deferred work arrives.
+/// ask: the thread sleeps in `io_uring_enter` waiting for completions.
 pub fn new_ring() -> io::Result<IoUring> {
     IoUring::builder()
         .setup_single_issuer()
@@ -22,12 +22,13 @@ pub fn new_ring() -> io::Result<IoUring> {
         .build(4096)
 }
 
-/// An eventfd the ring can signal; never read: epoll reports each signal
-/// as an edge, and the count has room for centuries of them.
+/// An eventfd the ring reads with a waiting read. Blocking on purpose:
+/// io_uring answers a read of a non-blocking descriptor with EAGAIN
+/// instead of waiting for it.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes no pointers; a non-negative result is a new
     // descriptor that nothing else owns.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,35 +1,64 @@
-//! A TCP connection whose reads and writes go through the thread's ring,
-//! served by the same code as any other `ByteStream`; and the listener
-//! that makes them.
+//! A TCP connection whose reads and writes go through its ring thread's
+//! ring, served by the same code as any other `ByteStream`; and the
+//! listener that makes them and hands them to that thread.
 
 #![allow(unsafe_code)]
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use super::driver::SlotId;
+use super::executor::Remote;
 use super::thread as driver;
+use super::thread::for_this_runtime;
 use crate::transport::{Accept, ByteStream};
 
 pub struct UringStream {
-    id: SlotId,
-    /// Owned by the slot, which outlives this stream.
+    place: Place,
+    /// Owned by `place`, which outlives this stream.
     fd: RawFd,
 }
 
+/// Accepted on the shard's thread, a socket joins the ring of the thread
+/// that serves it when that thread first reads or writes it.
+enum Place {
+    Accepted(OwnedFd),
+    Ring(SlotId),
+    Lost,
+}
+
 impl UringStream {
-    fn new(fd: OwnedFd) -> io::Result<Self> {
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let id = driver::with(|d| d.register(fd))?;
-        Ok(UringStream { id, fd: raw })
+    fn new(fd: OwnedFd) -> Self {
+        UringStream {
+            fd: fd.as_raw_fd(),
+            place: Place::Accepted(fd),
+        }
+    }
+
+    fn id(&mut self) -> io::Result<SlotId> {
+        match std::mem::replace(&mut self.place, Place::Lost) {
+            Place::Ring(id) => {
+                self.place = Place::Ring(id);
+                Ok(id)
+            }
+            Place::Accepted(fd) => {
+                let id = driver::with(|d| d.register(fd))?;
+                self.place = Place::Ring(id);
+                Ok(id)
+            }
+            Place::Lost => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -41,17 +70,19 @@ impl UringStream {
 
 impl Drop for UringStream {
     fn drop(&mut self) {
-        driver::drop_slot(self.id);
+        if let Place::Ring(id) = self.place {
+            driver::drop_slot(id);
+        }
     }
 }
 
 impl AsyncRead for UringStream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let id = self.id;
+        let id = self.id()?;
         let (n, _) = ready!(driver::with(|d| d.poll_read(
             id,
             cx,
@@ -64,17 +95,17 @@ impl AsyncRead for UringStream {
 
 impl AsyncWrite for UringStream {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let id = self.id;
+        let id = self.id()?;
         driver::with(|d| d.poll_write(id, cx, data))?
     }
 
     /// What was written is the kernel's to send, as with a socket's buffer.
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let id = self.id;
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let id = self.id()?;
         match driver::with(|d| d.write_error(id))? {
             Some(e) => Poll::Ready(Err(e)),
             None => Poll::Ready(Ok(())),
@@ -82,8 +113,8 @@ impl AsyncWrite for UringStream {
     }
 
     /// Sends FIN once everything written has left.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let id = self.id;
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let id = self.id()?;
         ready!(driver::with(|d| d.poll_sent(id, cx))?)?;
         match SockRef::from(&self.fd()).shutdown(std::net::Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
@@ -98,7 +129,7 @@ impl ByteStream for UringStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
-        let id = self.id;
+        let id = self.id()?;
         driver::with(|d| d.poll_read(id, cx, buf))?
     }
 
@@ -115,17 +146,30 @@ impl ByteStream for UringStream {
     }
 }
 
-/// A TCP listener whose connections are served through the ring. Accepts
-/// stay with epoll: one per connection, not one per reply.
-pub struct UringListener(pub TcpListener);
+/// A TCP listener whose connections are served on its runtime's ring
+/// thread. Accepts stay with the runtime's epoll: one per connection, not
+/// one per reply.
+pub struct UringListener {
+    listener: TcpListener,
+    ring: Arc<Remote>,
+}
 
 impl UringListener {
+    /// Starts this runtime's ring thread if it has none yet; where that
+    /// fails, the listener comes back with why.
+    pub fn new(listener: TcpListener) -> Result<Self, (io::Error, TcpListener)> {
+        match for_this_runtime() {
+            Ok(ring) => Ok(UringListener { listener, ring }),
+            Err(e) => Err((e, listener)),
+        }
+    }
+
     fn take(
         sock: std::net::TcpStream,
         peer: Option<SocketAddr>,
     ) -> io::Result<(UringStream, Option<SocketAddr>)> {
         sock.set_nodelay(true)?;
-        Ok((UringStream::new(sock.into())?, peer))
+        Ok((UringStream::new(sock.into()), peer))
     }
 }
 
@@ -133,13 +177,18 @@ impl Accept for UringListener {
     type Stream = UringStream;
 
     async fn accept_one(&self) -> io::Result<(UringStream, Option<SocketAddr>)> {
-        let (sock, peer) = self.0.accept().await?;
+        let (sock, peer) = self.listener.accept().await?;
         Self::take(sock.into_std()?, Some(peer))
     }
 
     fn accept_queued(&self) -> io::Result<(UringStream, Option<SocketAddr>)> {
-        let (sock, peer) = SockRef::from(&self.0).accept()?;
+        let (sock, peer) = SockRef::from(&self.listener).accept()?;
         sock.set_nonblocking(true)?;
         Self::take(sock.into(), peer.as_socket())
+    }
+
+    /// On the ring thread: its streams can be served nowhere else.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static, tracker: &TaskTracker) {
+        self.ring.spawn(Box::pin(tracker.track_future(task)));
     }
 }
