@@ -225,15 +225,26 @@ fn timeouts_reach_connections_on_the_ring_thread() {
     assert_eq!(split_ctime_stamp(&reply).1, line);
 }
 
-/// A library user's runtime that ends takes its connections with it, as
-/// its own tasks would be, though they lived on the ring thread: the
-/// clients see the connection closed, not a server that no longer answers.
+/// The threads of this process named as ring threads are.
+fn ring_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tsecho-ring")
+        .count()
+}
+
+/// A library user's runtime (multi-threaded, as `#[tokio::main]` makes)
+/// serves over a ring thread, and when it ends, its ring thread ends too
+/// and takes the connections with it, as the runtime's own tasks would be:
+/// the client sees the connection closed.
 #[test]
-fn a_runtime_that_ends_closes_its_ring_threads_connections() {
+fn a_runtime_that_ends_ends_its_ring_thread_and_connections() {
     if !uring_allowed() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -256,6 +267,7 @@ fn a_runtime_that_ends_closes_its_ring_threads_connections() {
         });
         (conn.await.unwrap(), server)
     });
+    assert_eq!(ring_threads(), 1);
     drop(runtime);
     let mut rest = Vec::new();
     let closed = conn.read_to_end(&mut rest);
@@ -266,6 +278,14 @@ fn a_runtime_that_ends_closes_its_ring_threads_connections() {
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "{closed:?}"
     );
+    let deadline = Instant::now() + common::READ_DEADLINE;
+    while ring_threads() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ring thread outlived its runtime"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(handle);
 }
 

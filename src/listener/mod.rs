@@ -63,23 +63,10 @@ pub async fn serve(b: Bound, ctx: Arc<ListenerCtx>, shared: Arc<Shared>, tracker
     }
 }
 
-/// Whether this listener's connections go through io_uring: as configured
-/// (resolved once when the server started), and only on a runtime whose
-/// tasks never change threads, since each thread has its own ring.
+/// Whether this listener's connections go through io_uring: as configured,
+/// resolved once when the server started.
 fn serves_with_uring(shared: &Shared) -> bool {
-    let engine = shared.config().options.io;
-    let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::CurrentThread;
-    match engine.resolve() {
-        Ok(true) if single_threaded => true,
-        Ok(true) => {
-            tracing::warn!(
-                "io_uring needs a single-threaded runtime per thread; serving TCP with epoll"
-            );
-            false
-        }
-        _ => false,
-    }
+    matches!(shared.config().options.io.resolve(), Ok(true))
 }
 
 /// The handshake of a tls:// listener, with the server's certificates and
