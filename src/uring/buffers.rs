@@ -19,9 +19,11 @@ pub const GROUP: u16 = 1;
 /// each, past the 1.5 KiB an idle connection may cost. A burst that
 /// finds none left waits in the kernel's socket buffers (`starved`).
 pub const COUNT: u16 = 256;
-/// One buffer: a receive brings at most this much (less the header and
-/// control message `recvmsg` puts in front).
-pub const SIZE: usize = 4096;
+/// One buffer: a receive brings at most this much, less the 48 bytes of
+/// header and control message `recvmsg` puts in front. A page and that:
+/// a 4 KiB message arrives whole, in one completion and one wake-up of
+/// its connection, not two.
+pub const SIZE: usize = 4096 + 64;
 
 /// The ring the kernel takes buffers from and the memory behind it. Never
 /// freed: the kernel may write into it until the ring is torn down, which
