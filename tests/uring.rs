@@ -292,7 +292,7 @@ fn a_runtime_that_ends_ends_its_ring_thread_and_connections() {
 /// Clients that send and never read cost each at most the output budget
 /// twice (the replies the kernel is still to send, copied for the ring,
 /// and the next ones), the 16 KiB queue and a little bookkeeping, beside
-/// the thread's 8 MiB of receive buffers; others are served meanwhile.
+/// the ring thread's 1 MiB of receive buffers; others are served meanwhile.
 #[test]
 fn clients_that_never_read_stay_bounded_over_io_uring() {
     if !uring_allowed() {
