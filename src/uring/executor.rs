@@ -221,8 +221,8 @@ impl Executor {
     }
 
     fn poll_woken(&mut self) {
-        WOKEN_HERE.with_borrow_mut(|woken| std::mem::swap(woken, &mut self.ready));
         let mut ready = std::mem::take(&mut self.ready);
+        WOKEN_HERE.with_borrow_mut(|woken| std::mem::swap(woken, &mut ready));
         for index in ready.drain(..) {
             self.poll_one(index);
         }

@@ -47,17 +47,16 @@ impl UringStream {
     }
 
     fn id(&mut self) -> io::Result<SlotId> {
+        if let Place::Ring(id) = self.place {
+            return Ok(id);
+        }
         match std::mem::replace(&mut self.place, Place::Lost) {
-            Place::Ring(id) => {
-                self.place = Place::Ring(id);
-                Ok(id)
-            }
             Place::Accepted(fd) => {
                 let id = driver::with(|d| d.register(fd))?;
                 self.place = Place::Ring(id);
                 Ok(id)
             }
-            Place::Lost => Err(io::ErrorKind::NotConnected.into()),
+            _ => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
