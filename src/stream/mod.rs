@@ -3,7 +3,8 @@
 //! replies, close cleanly.
 //!
 //! Reads go into a per-thread scratch buffer that is borrowed only while a
-//! read is polled, so an idle connection holds no read buffer; only an
+//! read is polled (io_uring streams hand over the buffers the kernel
+//! filled instead), so an idle connection holds no read buffer; only an
 //! unfinished line is copied into the connection's own state. All replies
 //! for one read leave in one write. While a write waits for the client to
 //! read, nothing more is read from it: a client that never reads stalls
@@ -13,13 +14,13 @@
 
 mod faulty;
 mod generated;
+mod write;
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::{Instant, SystemTime};
 
 use tokio::io::AsyncWriteExt;
@@ -33,6 +34,8 @@ use crate::service::StreamRole;
 use crate::service::stamp::{Origin, StampWriter};
 use crate::stats::Stats;
 use crate::transport::{ByteStream, poll_read_plain};
+
+use write::{sent_owned, write_out};
 
 /// The largest single read. Small enough that what one read leaves
 /// unanswered (when its replies overflow the output budget) stays small
@@ -171,6 +174,15 @@ fn poll_read_scratch<S: ByteStream>(
     kernel_clock: bool,
     mut take: impl FnMut(&[u8], Option<SystemTime>),
 ) -> Poll<io::Result<usize>> {
+    let mut in_place = |data: &[u8], received: Option<SystemTime>| {
+        take(data, received.filter(|_| kernel_clock));
+    };
+    if let Some(read) = sock.poll_read_in_place(cx, limit, &mut in_place) {
+        if let Poll::Ready(Ok(0)) = read {
+            take(&[], None);
+        }
+        return read;
+    }
     SCRATCH.with_borrow_mut(|scratch| {
         let buf = &mut scratch[..limit];
         let (n, received) = if kernel_clock {
@@ -219,7 +231,9 @@ async fn serve_requests<S: ByteStream>(sock: &mut S, ex: &mut Exchange, on: &On)
         if !ex.out.is_empty() {
             let replies = ex.take_reply_count();
             Stats::add(&shared.stats.local().stream_replies, replies);
-            write_out(sock, &ex.out, on).await?;
+            if !sent_owned(sock, &mut ex.out, on)? {
+                write_out(sock, &ex.out, on).await?;
+            }
             ex.written();
             // From the latest read to the reply's write: the server's share
             // of a client's round trip.
@@ -320,70 +334,6 @@ async fn read_while_draining<S: ByteStream>(
     tokio::select! {
         read = tokio::time::timeout(DRAIN_SETTLE, read) => read.ok(),
         _ = listener.abort.cancelled() => None,
-    }
-}
-
-/// Writes what the stream takes without waiting. A stream that would block
-/// is left registered with a no-op waker; the slow path that follows
-/// registers the real one.
-fn write_now<S: ByteStream>(sock: &mut S, buf: &[u8]) -> io::Result<usize> {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut written = 0;
-    while written < buf.len() {
-        match Pin::new(&mut *sock).poll_write(&mut cx, &buf[written..]) {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => written += n,
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => break,
-        }
-    }
-    Ok(written)
-}
-
-/// Whether everything written has left the stream's own buffers (always,
-/// for a socket; a TLS stream may still hold records).
-fn flushed_now<S: ByteStream>(sock: &mut S) -> io::Result<bool> {
-    let mut cx = Context::from_waker(Waker::noop());
-    match Pin::new(sock).poll_flush(&mut cx) {
-        Poll::Ready(Ok(())) => Ok(true),
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => Ok(false),
-    }
-}
-
-/// Writes `out` whole. Nearly always the stream takes it at once; only a
-/// slow client needs the waiting machinery, which is boxed so that it does
-/// not weigh on every idle connection.
-async fn write_out<S: ByteStream>(sock: &mut S, out: &[u8], on: &On) -> io::Result<()> {
-    let written = write_now(sock, out)?;
-    if written < out.len() || !flushed_now(sock)? {
-        Box::pin(write_rest(sock, &out[written..], on)).await?;
-    }
-    Stats::add(&on.shared.stats.local().bytes_out, out.len() as u64);
-    Ok(())
-}
-
-/// A client that reads none of it for the write timeout loses its connection.
-async fn write_rest<S: ByteStream>(sock: &mut S, rest: &[u8], on: &On) -> io::Result<()> {
-    let (shared, listener) = (&*on.shared, &*on.listener);
-    let timeout = on.config().options.limits.write_timeout;
-    let write = async {
-        sock.write_all(rest).await?;
-        sock.flush().await
-    };
-    // The write comes first: when it completes at once the abort token is
-    // never even registered with.
-    tokio::select! {
-        biased;
-        written = tokio::time::timeout(timeout, write) => match written {
-            Ok(written) => written,
-            Err(_) => {
-                Stats::add(&shared.stats.local().closed_write_timeout, 1);
-                Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))
-            }
-        },
-        _ = listener.abort.cancelled() => Err(io::Error::other("drain timeout reached")),
     }
 }
 

@@ -42,6 +42,28 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         Poll::Ready(Ok((n, None)))
     }
 
+    /// Hands what arrived to `take` from where the stream already holds
+    /// it, at most `limit` bytes, with the kernel's receive time; returns
+    /// the bytes handed over (0: EOF). `None`: the stream holds no input
+    /// of its own and is read into a buffer (`poll_read_stamped`). io_uring
+    /// streams do: the kernel filled their buffers, and a copy would be
+    /// wasted.
+    fn poll_read_in_place(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _limit: usize,
+        _take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
+
+    /// Takes all of `out` for sending without copying it, leaving an empty
+    /// buffer in its place, when the stream can take it whole right now;
+    /// false: write it with `poll_write`.
+    fn send_owned(&mut self, _out: &mut Vec<u8>) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// The local address, for `{local}` in reply templates.
     fn local_text(&self) -> String {
         String::new()
@@ -82,6 +104,19 @@ impl<T: ByteStream> ByteStream for Box<T> {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
         (**self).poll_read_stamped(cx, buf)
+    }
+
+    fn poll_read_in_place(
+        &mut self,
+        cx: &mut Context<'_>,
+        limit: usize,
+        take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> Option<Poll<io::Result<usize>>> {
+        (**self).poll_read_in_place(cx, limit, take)
+    }
+
+    fn send_owned(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        (**self).send_owned(out)
     }
 
     fn local_text(&self) -> String {

@@ -21,7 +21,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::buffers::{self, Buffers};
 use super::setup;
-use super::slot::{AfterSend, QUEUE_LIMIT, Slot, give_back_all, set_waker};
+use super::slot::{AfterSend, QUEUE_LIMIT, Slot, give_back_all, set_waker, writable};
 pub use super::slot_id::SlotId;
 
 /// Send buffers kept for reuse. A burst (10,000 connections answered in
@@ -134,27 +134,48 @@ impl Driver {
 
     /// Copies unread input into `buf`; Pending (with the receive armed)
     /// when there is none yet.
-    pub fn poll_read(
+    /// Hands unread input to `take` straight from the provided buffer
+    /// when it is in one; `None` when more is waiting, to be read into one
+    /// buffer: handed over piece by piece, what follows a line split
+    /// between two pieces would be copied whole behind it.
+    pub fn poll_read_in_place(
         &mut self,
         id: SlotId,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        limit: usize,
+        take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> Option<Poll<io::Result<usize>>> {
+        let waiting = self
+            .slots
+            .get(id.index as usize)
+            .map(|slot| slot.chunks.len());
+        (waiting <= Some(1)).then(|| self.poll_read_chunks(id, cx, limit, take))
+    }
+
+    /// Hands unread input to `take` straight from the provided buffers, a
+    /// piece at a time; the bytes handed over (0: the input ended).
+    pub fn poll_read_chunks(
+        &mut self,
+        id: SlotId,
+        cx: &mut Context<'_>,
+        limit: usize,
+        take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> Poll<io::Result<usize>> {
         let Some(slot) = self.slots.get_mut(id.index as usize) else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
-        let (filled, at) = slot.take_input(&mut self.buffers, buf);
-        if filled > 0 {
+        let handed = slot.hand_input(&mut self.buffers, limit, take);
+        if handed > 0 {
             if !self.starved.is_empty() {
                 self.wake_starved();
             }
-            return Poll::Ready(Ok((filled, at)));
+            return Poll::Ready(Ok(handed));
         }
         if let Some(errno) = slot.read_error.take() {
             return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
         }
         if slot.eof {
-            return Poll::Ready(Ok((0, None)));
+            return Poll::Ready(Ok(0));
         }
         set_waker(&mut slot.read_waker, cx);
         if !slot.recv_armed && !slot.starved {
@@ -171,12 +192,10 @@ impl Driver {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let Some(slot) = self.slots.get_mut(id.index as usize) else {
-            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        let slot = match writable(&mut self.slots, id) {
+            Ok(slot) => slot,
+            Err(e) => return Poll::Ready(Err(e)),
         };
-        if let Some(errno) = slot.write_error {
-            return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
-        }
         if slot.sending.is_none() {
             let mut out = self.spare_sends.pop().unwrap_or_default();
             out.extend_from_slice(data);
@@ -193,14 +212,25 @@ impl Driver {
         Poll::Ready(Ok(n))
     }
 
+    /// Sends all of `out` without copying it when nothing is in flight,
+    /// leaving a spare (empty) buffer in its place; false: it must be
+    /// written the usual way.
+    pub fn send_owned(&mut self, id: SlotId, out: &mut Vec<u8>) -> io::Result<bool> {
+        if writable(&mut self.slots, id)?.sending.is_some() || out.is_empty() {
+            return Ok(false);
+        }
+        let spare = self.spare_sends.pop().unwrap_or_default();
+        let full = std::mem::replace(out, spare);
+        self.start_send(id, full, 0);
+        Ok(true)
+    }
+
     /// Ready once everything written has been handed to the kernel.
     pub fn poll_sent(&mut self, id: SlotId, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(slot) = self.slots.get_mut(id.index as usize) else {
-            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        let slot = match writable(&mut self.slots, id) {
+            Ok(slot) => slot,
+            Err(e) => return Poll::Ready(Err(e)),
         };
-        if let Some(errno) = slot.write_error {
-            return Poll::Ready(Err(io::Error::from_raw_os_error(errno)));
-        }
         if slot.sending.is_some() {
             set_waker(&mut slot.write_waker, cx);
             return Poll::Pending;

@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::task::{Context, Waker};
 use std::time::SystemTime;
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 use io_uring::types;
 
 use super::buffers::Buffers;
+use super::slot_id::SlotId;
 
 /// Chunks a connection may hold unread before its receive is cancelled,
 /// so that one client that sends without reading cannot take every buffer.
@@ -69,24 +71,25 @@ pub enum AfterSend {
 }
 
 impl Slot {
-    /// Copies unread input into `buf`, giving back the buffers it empties;
-    /// the bytes copied and the receive time of the last chunk read.
-    pub fn take_input(
+    /// Hands unread input to `take` where it lies, at most `limit` bytes,
+    /// a chunk at a time with the time the kernel received it, giving back
+    /// the buffers it empties; returns the bytes handed over.
+    pub fn hand_input(
         &mut self,
         buffers: &mut Buffers,
-        buf: &mut [u8],
-    ) -> (usize, Option<SystemTime>) {
-        let (mut filled, mut at) = (0, None);
-        while filled < buf.len() {
+        limit: usize,
+        take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> usize {
+        let mut handed = 0;
+        while handed < limit {
             let Some(chunk) = self.chunks.front_mut() else {
                 break;
             };
             let bytes =
                 &buffers.get(chunk.buffer, usize::from(chunk.end))[usize::from(chunk.start)..];
-            let n = bytes.len().min(buf.len() - filled);
-            buf[filled..filled + n].copy_from_slice(&bytes[..n]);
-            filled += n;
-            at = chunk.at;
+            let n = bytes.len().min(limit - handed);
+            take(&bytes[..n], chunk.at);
+            handed += n;
             // n <= end - start, so this stays within u16.
             chunk.start += n as u16;
             if chunk.start == chunk.end {
@@ -95,7 +98,7 @@ impl Slot {
                 buffers.give_back(buffer);
             }
         }
-        (filled, at)
+        handed
     }
 
     /// Takes a receive completion; returns whether the receive should be
@@ -199,5 +202,16 @@ pub fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
 pub fn give_back_all(chunks: VecDeque<Chunk>, buffers: &mut Buffers) {
     for chunk in chunks {
         buffers.give_back(chunk.buffer);
+    }
+}
+
+/// A connection's slot, or the error that ended its writing.
+pub fn writable(slots: &mut [Slot], id: SlotId) -> io::Result<&mut Slot> {
+    let slot = slots
+        .get_mut(id.index as usize)
+        .ok_or(io::ErrorKind::NotConnected)?;
+    match slot.write_error {
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+        None => Ok(slot),
     }
 }

@@ -60,6 +60,28 @@ impl UringStream {
         }
     }
 
+    /// Copies unread input into `buf`: the bytes copied and when the last
+    /// of them was received.
+    fn poll_read_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        let (id, limit) = (self.id()?, buf.len());
+        let (mut filled, mut at) = (0, None);
+        ready!(driver::with(|d| d.poll_read_chunks(
+            id,
+            cx,
+            limit,
+            &mut |bytes, when| {
+                buf[filled..filled + bytes.len()].copy_from_slice(bytes);
+                filled += bytes.len();
+                at = when;
+            }
+        ))?)?;
+        Poll::Ready(Ok((filled, at)))
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the slot keeps the descriptor open until this stream is
         // dropped and the kernel is done with it.
@@ -81,12 +103,7 @@ impl AsyncRead for UringStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let id = self.id()?;
-        let (n, _) = ready!(driver::with(|d| d.poll_read(
-            id,
-            cx,
-            buf.initialize_unfilled()
-        ))?)?;
+        let (n, _) = ready!(self.poll_read_copy(cx, buf.initialize_unfilled()))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -128,8 +145,27 @@ impl ByteStream for UringStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, Option<SystemTime>)>> {
+        self.poll_read_copy(cx, buf)
+    }
+
+    fn poll_read_in_place(
+        &mut self,
+        cx: &mut Context<'_>,
+        limit: usize,
+        take: &mut dyn FnMut(&[u8], Option<SystemTime>),
+    ) -> Option<Poll<io::Result<usize>>> {
+        let read = self
+            .id()
+            .and_then(|id| driver::with(|d| d.poll_read_in_place(id, cx, limit, take)));
+        match read {
+            Ok(poll) => poll,
+            Err(e) => Some(Poll::Ready(Err(e))),
+        }
+    }
+
+    fn send_owned(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         let id = self.id()?;
-        driver::with(|d| d.poll_read(id, cx, buf))?
+        driver::with(|d| d.send_owned(id, out))?
     }
 
     fn local_text(&self) -> String {
