@@ -212,15 +212,18 @@ impl Driver {
         Poll::Ready(Ok(n))
     }
 
-    /// Sends all of `out` without copying it when nothing is in flight,
-    /// leaving a spare (empty) buffer in its place; false: it must be
-    /// written the usual way.
+    /// Sends all of `out` without a copy when nothing is in flight, leaving
+    /// a spare (empty) buffer in its place; false: write it the usual way.
     pub fn send_owned(&mut self, id: SlotId, out: &mut Vec<u8>) -> io::Result<bool> {
         if writable(&mut self.slots, id)?.sending.is_some() || out.is_empty() {
             return Ok(false);
         }
-        let spare = self.spare_sends.pop().unwrap_or_default();
-        let full = std::mem::replace(out, spare);
+        // Never larger than the connection's own: it keeps it while idle.
+        let spare = match self.spare_sends.last() {
+            Some(spare) if spare.capacity() <= out.capacity() => self.spare_sends.pop(),
+            _ => None,
+        };
+        let full = std::mem::replace(out, spare.unwrap_or_default());
         self.start_send(id, full, 0);
         Ok(true)
     }
