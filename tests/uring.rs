@@ -185,6 +185,30 @@ fn sigterm_answers_the_lines_already_sent() {
     }
 }
 
+/// A request is answered in the buffer the kernel filled, and a line
+/// that one read leaves unfinished is completed by the next: each reply
+/// arrives before the next piece is sent, so every piece after the first
+/// is read on its own, behind an unfinished line.
+#[test]
+fn a_line_split_between_reads_comes_back_whole() {
+    if !uring_allowed() {
+        return;
+    }
+    let server = serve_uring(&["tcp://127.0.0.1:0"], &[]);
+    let mut conn = BufReader::new(common::connect(server.addr(0)));
+    let mut next_line = |piece: &[u8]| {
+        conn.get_mut().write_all(piece).unwrap();
+        let mut reply = Vec::new();
+        conn.read_until(b'\n', &mut reply).unwrap();
+        split_ctime_stamp(&reply).1.to_vec()
+    };
+    assert_eq!(next_line(b"first\nsec"), b"first\n");
+    assert_eq!(next_line(b"ond\r\nthi"), b"second\r\n");
+    assert_eq!(next_line(b"rd\nfourth\nfif"), b"third\n");
+    assert_eq!(next_line(b""), b"fourth\n");
+    assert_eq!(next_line(b"th\n"), b"fifth\n");
+}
+
 /// The timers are the shard runtime's, on another thread than the ring
 /// that serves the connections: an idle connection and an unfinished line
 /// are still closed by their timeouts, and a client that keeps talking is

@@ -163,8 +163,9 @@ impl On {
     }
 }
 
-/// Reads once into the thread's scratch buffer and hands what came to
-/// `take` while it is still borrowed, with the kernel's receive time when
+/// Reads once and hands what came to `take` while it is still borrowed:
+/// from the stream's own buffers where it has them (io_uring's), else
+/// from the thread's scratch buffer; with the kernel's receive time when
 /// `kernel_clock` asks for it and the stream has one; returns the bytes
 /// read (0: EOF).
 fn poll_read_scratch<S: ByteStream>(
